@@ -37,16 +37,31 @@ def main() -> None:
     tokenizer = load_tokenizer(path)
     formatter = PromptFormatter(tokenizer, chat=True)
     articles = load_articles("builtin:demo", 0, args.articles)
-    engine, grader = HFEngine(path, max_loras=args.articles, max_lora_rank=args.rank), LexicalGrader("contains")
+    engine, grader = (
+        HFEngine(path, max_loras=args.articles, max_lora_rank=args.rank),
+        LexicalGrader("contains"),
+    )
     base = answer_questions(engine, grader, formatter, [("base", a, None) for a in articles], 64)
     print(f"base accuracy {100 * macro_accuracy(base, 'base')[0]:.1f}%")
     targets = ALL if args.targets == "all" else args.targets.split(",")
     for setting in args.grid.split(","):
         lr, epochs = float(setting.split(":")[0]), int(setting.split(":")[1])
         cfg = SimpleNamespace(
-            mode="fast", rank=args.rank, alpha=2.0 * args.rank, dropout=0.0, target_modules=targets, lr=lr,
-            epochs=epochs, batch_size=1, max_length=512, weight_decay=0.0, max_grad_norm=1.0, warmup_steps=0,
-            loss_normalization="tokens", append_eos=True, adapters_per_batch=len(articles),
+            mode="fast",
+            rank=args.rank,
+            alpha=2.0 * args.rank,
+            dropout=0.0,
+            target_modules=targets,
+            lr=lr,
+            epochs=epochs,
+            batch_size=1,
+            max_length=512,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            warmup_steps=0,
+            loss_normalization="tokens",
+            append_eos=True,
+            adapters_per_batch=len(articles),
         )
         updater = InnerUpdater(cfg, path, tokenizer)
         jobs = [InnerJob(f"p{a.index}", [f"{a.title}\n{a.context}"], seed=a.index) for a in articles]
@@ -54,11 +69,16 @@ def main() -> None:
             start = time.perf_counter()
             done = list(updater.run(jobs, Path(tmp)))
             seconds = (time.perf_counter() - start) / len(jobs)
-            units = [("passage", a, LoraAdapter(f"{setting}-{a.index}", str(p))) for a, (_, _, p) in zip(articles, done, strict=True)]
+            units = [
+                ("passage", a, LoraAdapter(f"{setting}-{a.index}", str(p)))
+                for a, (_, _, p) in zip(articles, done, strict=True)
+            ]
             records = answer_questions(engine, grader, formatter, units, 64)
         final = sum(r.final_loss for _, r, _ in done) / len(done)
-        print(f"lr {lr:g} epochs {epochs}: passage-only accuracy {100 * macro_accuracy(records, 'passage')[0]:.1f}% "
-              f"| final loss {final:.3f} | {seconds:.1f} s/update")
+        print(
+            f"lr {lr:g} epochs {epochs}: passage-only accuracy {100 * macro_accuracy(records, 'passage')[0]:.1f}% "
+            f"| final loss {final:.3f} | {seconds:.1f} s/update"
+        )
 
 
 if __name__ == "__main__":

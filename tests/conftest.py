@@ -62,3 +62,13 @@ def shared_dir() -> Path:
     if not SHARED.exists():
         pytest.skip(f"shared data not found at {SHARED} (set SEAL_SHARED_DIR)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(smollm2_path):
+    """One in-process vLLM engine for the whole session: start-up costs ~30 s on CPU."""
+    from seal_runner.engines.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(str(smollm2_path), max_model_len=1024, max_loras=4, max_lora_rank=16)
+    yield engine
+    engine.close()

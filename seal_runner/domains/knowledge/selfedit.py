@@ -21,16 +21,21 @@ def split_segments(completion: str, separator: str = "---") -> list[str]:
     return segments or ([text] if text else [])
 
 
-def split_examples(segment: str, drop_preamble: bool = True) -> list[str]:
-    if _IS_SELF_QA.search(segment) and "Answer:" in segment:
-        chunks = [c.strip() for c in _QUESTION_SPLIT.split(segment) if c.strip()]
-        if chunks and not chunks[0].startswith("Question 1:"):
-            chunks[0] = "Question 1: " + chunks[0]
-        return chunks
-    lines = [line.strip() for line in segment.split("\n") if line.strip()]
+def split_examples(segments: list[str], drop_preamble: bool = True) -> list[str]:
+    """Self-QA segments split per question; otherwise every non-empty line of every segment, with the
+    preamble rule applied once to the joined lines (as the reference's build_train_sequences)."""
+    examples, lines = [], []
+    for segment in segments:
+        if _IS_SELF_QA.search(segment) and "Answer:" in segment:
+            chunks = [c.strip() for c in _QUESTION_SPLIT.split(segment) if c.strip()]
+            if chunks and not chunks[0].startswith("Question 1:"):
+                chunks[0] = "Question 1: " + chunks[0]
+            examples += chunks
+        else:
+            lines += [line.strip() for line in segment.split("\n") if line.strip()]
     if drop_preamble and len(lines) > 1 and lines[1].startswith("1."):
         lines = lines[1:]
-    return lines
+    return examples + lines
 
 
 def selfedit_to_sequences(
@@ -45,9 +50,8 @@ def selfedit_to_sequences(
     append_passage: bool = True,
 ) -> list[str]:
     """Training sequences for one self-edit; empty when the self-edit yields nothing and no passage."""
-    examples = []
-    for segment in split_segments(completion, separator):
-        examples += split_examples(segment, drop_preamble) if split_newlines else [segment]
+    segments = split_segments(completion, separator)
+    examples = split_examples(segments, drop_preamble) if split_newlines else segments
     sequences = [f"{title}\n{e}" if title_prefix else e for e in examples]
     if append_passage:
         sequences.append(f"{title}\n{context}")

@@ -1,0 +1,268 @@
+"""Config composition: every shipped option composes, overrides apply, mistakes fail naming the key.
+
+Options are discovered from the installed `seal_runner.conf` package, so a new YAML file (an
+experiment preset, a model) is covered without touching this file.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from seal_runner.config import (
+    HFEngineConfig,
+    KnowledgeDomainConfig,
+    LexicalGraderConfig,
+    LoggerConfig,
+    LoraConfig,
+    ModelConfig,
+    RestemConfig,
+    SelfEditPromptConfig,
+    VLLMEngineConfig,
+    register_configs,
+)
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+CONF_MODULE = "seal_runner.conf"
+SEAL_RUN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "seal-run"
+
+# The schema each group's options must be typed with: typos and wrong types only fail on typed nodes.
+GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
+    "model": (ModelConfig,),
+    "domain": (KnowledgeDomainConfig,),
+    "selfedit_prompt": (SelfEditPromptConfig,),
+    "restem": (RestemConfig,),
+    "lora": (LoraConfig,),
+    "engine": (VLLMEngineConfig, HFEngineConfig),
+    "grader": (LexicalGraderConfig,),
+    "logger": (LoggerConfig,),
+}
+
+
+def _yaml_files(node: Traversable, prefix: str = "") -> Iterator[str]:
+    """Relative paths of every YAML file under a package resource, depth first."""
+    for child in sorted(node.iterdir(), key=lambda c: c.name):
+        if child.is_dir():
+            yield from _yaml_files(child, f"{prefix}{child.name}/")
+        elif child.name.endswith(".yaml"):
+            yield f"{prefix}{child.name}"
+
+
+def discover_options() -> list[tuple[str, str]]:
+    """(group, option) for every YAML in a group folder; nested folders give options like demo/x."""
+    options = []
+    for rel in _yaml_files(files(CONF_MODULE)):
+        if "/" not in rel:
+            continue  # the root config.yaml
+        group, option = rel.split("/", 1)
+        options.append((group, option.removesuffix(".yaml")))
+    return options
+
+
+OPTIONS = discover_options()
+
+
+def _error_text(exc: BaseException) -> str:
+    """The message plus its causes: Hydra puts the key in one and OmegaConf's detail in another."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        parts.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx() -> Iterator[None]:
+    """One Hydra initialisation for the module: each compose is then ~10 ms."""
+    register_configs()
+    with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+        yield
+
+
+def _compose(overrides: list[str], hydra_cfg: bool = False) -> DictConfig:
+    return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_cfg)
+
+
+def _resolved(cfg: DictConfig) -> dict:
+    """Resolve every interpolation and fail on any ??? left; run_dir needs a live Hydra run, so pin it."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    job.run_dir = "/tmp/seal-runner-test-run"
+    return OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
+
+
+def test_discovery_finds_every_group() -> None:
+    """Guards the discovery itself: an empty or partial list would make the parametrised test vacuous."""
+    groups = {g for g, _ in OPTIONS}
+    assert set(GROUP_SCHEMAS) | {"experiment"} <= groups, groups
+    assert ("experiment", "demo/knowledge_cpu") in OPTIONS
+    assert ("lora", "reference") in OPTIONS
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(hydra_ctx: None, group: str, option: str) -> None:
+    """Each shipped option must compose, be selected, be schema-typed and leave no value missing.
+
+    Group options compose without the default preset (`~experiment`) so that the YAML's own values
+    can be checked to be what the group holds; one compose per option keeps this file fast.
+    """
+    preset = [] if group == "experiment" else ["~experiment"]
+    cfg = _compose([*preset, f"{group}={option}"], hydra_cfg=True)
+    assert cfg.hydra.runtime.choices[group] == option
+    resolved = _resolved(cfg)
+    if group == "experiment":
+        # Presets are `# @package _global_` deltas; without it their keys would nest under `experiment`.
+        assert "experiment" not in cfg
+        assert resolved["experiment_name"] != "default", "a preset should name its runs"
+        return
+    assert isinstance(OmegaConf.to_object(cfg[group]), GROUP_SCHEMAS[group])
+    raw = OmegaConf.create((files(CONF_MODULE) / group / f"{option}.yaml").read_text())
+    for key, value in OmegaConf.to_container(raw).items():
+        if key != "defaults":
+            assert resolved[group][key] == value, f"{group}={option}: {key}"
+
+
+def test_targets_point_at_existing_classes(hydra_ctx: None) -> None:
+    """`_target_` strings are only imported at run time; check them now without importing vLLM."""
+    for group, option in OPTIONS:
+        if group not in ("engine", "grader"):
+            continue
+        target = _compose([f"{group}={option}"])[group]._target_
+        module, _, cls = target.rpartition(".")
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin, target
+        tree = ast.parse(Path(spec.origin).read_text())
+        classes = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        assert cls in classes, f"{target}: no class {cls} in {spec.origin}"
+
+
+def test_default_config(hydra_ctx: None) -> None:
+    """The no-argument run is the CPU demo preset on the built-in passages."""
+    cfg = _compose([], hydra_cfg=True)
+    assert cfg.hydra.runtime.choices["experiment"] == "demo/knowledge_cpu"
+    assert cfg.hydra.runtime.choices["lora"] == "cpu_demo"
+    assert cfg.stage == "evaluate"
+    assert cfg.domain.data_path == "builtin:demo"
+    # run_dir only resolves inside a live Hydra run, which compose() does not start.
+    assert OmegaConf.to_container(cfg)["run_dir"] == "${hydra:runtime.output_dir}"
+
+
+def test_value_override(hydra_ctx: None) -> None:
+    cfg = _compose(["lora.lr=1e-4"])
+    assert cfg.lora.lr == pytest.approx(1e-4)
+    assert isinstance(cfg.lora.lr, float)
+
+
+def test_typed_overrides_are_converted(hydra_ctx: None) -> None:
+    """Command-line strings become the schema's types; null clears an optional field."""
+    cfg = _compose(["lora.rank=8", "lora.alpha=16", "domain.shuffle_seed=42", "lora.target_modules=[q_proj]"])
+    assert cfg.lora.rank == 8 and isinstance(cfg.lora.rank, int)
+    assert cfg.lora.alpha == 16.0 and isinstance(cfg.lora.alpha, float)
+    assert cfg.domain.shuffle_seed == 42
+    assert list(cfg.lora.target_modules) == ["q_proj"]
+    assert _compose(["domain.shuffle_seed=null"]).domain.shuffle_seed is None
+
+
+def test_group_overrides_beat_the_preset(hydra_ctx: None) -> None:
+    """The default preset overrides /lora; a group chosen on the command line must still win."""
+    cfg = _compose(["lora=reference", "model=qwen2_5_7b", "engine=hf", "lora.lr=2e-4"])
+    assert cfg.lora.mode == "reference" and cfg.lora.loss_normalization == "reference"
+    assert cfg.lora.lr == pytest.approx(2e-4)
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-7B" and cfg.model.chat is False
+    assert isinstance(OmegaConf.to_object(cfg.engine), HFEngineConfig)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("lora.rnak=3", "rnak"),
+        ("domain.n_aricles=3", "n_aricles"),
+        ("engine.max_lora=3", "max_lora"),  # engine is `Any` at the root: the option's schema must catch it
+        ("sed=1", "sed"),
+    ],
+)
+def test_typo_key_fails_naming_it(hydra_ctx: None, override: str, key: str) -> None:
+    with pytest.raises(HydraException) as info:
+        _compose([override])
+    assert key in str(info.value), _error_text(info.value)
+
+
+def test_option_specific_key_rejected_on_other_option(hydra_ctx: None) -> None:
+    """Each engine option has its own schema: a vLLM-only field is a typo for engine=hf."""
+    with pytest.raises(HydraException) as info:
+        _compose(["engine=hf", "engine.gpu_memory_utilization=0.3"])
+    assert "gpu_memory_utilization" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("lora.rank=big", "lora.rank"), ("domain.shuffle_seed=abc", "domain.shuffle_seed"), ("seed=x", "seed")],
+)
+def test_wrong_type_fails_naming_the_key(hydra_ctx: None, override: str, key: str) -> None:
+    with pytest.raises(HydraException) as info:
+        _compose([override])
+    text = _error_text(info.value)
+    assert key in str(info.value), text
+    assert "could not be converted" in text.lower() or "Integer" in text, text
+
+
+@pytest.mark.parametrize(
+    ("override", "group"), [("model=nope", "model"), ("experiment=demo/nope", "experiment")]
+)
+def test_unknown_option_fails_naming_the_group(hydra_ctx: None, override: str, group: str) -> None:
+    with pytest.raises(HydraException) as info:
+        _compose([override])
+    text = str(info.value)
+    assert f"{group}/" in text and "nope" in text, text
+
+
+def test_unknown_option_lists_the_choices(hydra_ctx: None) -> None:
+    """A wrong model name should show what exists, not just that it failed."""
+    with pytest.raises(HydraException) as info:
+        _compose(["model=nope"])
+    for group, option in OPTIONS:
+        if group == "model":
+            assert option in str(info.value)
+
+
+def _run_seal(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run the installed entry point from a directory outside the repo, without PYTHONPATH help."""
+    if not SEAL_RUN.exists():
+        pytest.skip(f"{SEAL_RUN} not installed")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(SEAL_RUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    return proc, time.perf_counter() - start
+
+
+def test_cli_help_from_outside_repo(tmp_path: Path) -> None:
+    """--help composes the packaged configs, so it proves they ship with the package."""
+    assert not tmp_path.resolve().is_relative_to(Path(__file__).resolve().parents[1])
+    proc, seconds = _run_seal(["--help"], tmp_path)
+    print(f"seal-run --help took {seconds:.2f} s")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for group in {g for g, _ in OPTIONS}:
+        assert group in proc.stdout
+    assert not any(tmp_path.iterdir()), "--help must not create run directories"
+
+
+def test_cli_typo_fails_from_outside_repo(tmp_path: Path) -> None:
+    proc, _ = _run_seal(["--cfg", "job", "lora.rnak=3"], tmp_path)
+    assert proc.returncode != 0
+    assert "rnak" in proc.stdout + proc.stderr

@@ -1,0 +1,74 @@
+"""`seal-run` as a user runs it: a subprocess, real model, real engine, real offline W&B files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
+TINY = [
+    "domain.n_articles=2",
+    "sampling.max_tokens=64",
+    "lora.epochs=2",
+    "logger.mode=offline",
+]
+
+
+def seal_run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run([SEAL_RUN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def offline_wandb_runs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_default_job_on_two_passages(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = seal_run([*TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert "train on passage" in proc.stdout and "passage + self-edit" in proc.stdout
+    edits = [json.loads(line) for line in (run_dir / "self_edits.jsonl").read_text().splitlines()]
+    assert len(edits) == 2 and all(e["prompt"] and "sequences" in e for e in edits)
+    results = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert {r["condition"] for r in results} == {"base", "passage", "selfedit"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["articles"] == 2 and summary["inner_updates"] == 4
+    assert set(summary["conditions"]) == {"base", "passage", "selfedit"}
+    (wandb_run,) = offline_wandb_runs(run_dir)
+    assert list(wandb_run.glob("*.wandb"))
+
+    # A rerun of the same directory finds everything done: no new records anywhere.
+    sizes = {p.name: p.stat().st_size for p in run_dir.glob("*.jsonl")}
+    seal_run([*TINY, f"hydra.run.dir={run_dir}", "logger.mode=disabled"], cwd=tmp_path)
+    assert sizes == {p.name: p.stat().st_size for p in run_dir.glob("*.jsonl")}
+
+
+def test_multirun_gives_separate_dirs_and_wandb_runs(tmp_path):
+    sweep = tmp_path / "sweep"
+    seal_run(
+        [
+            "-m",
+            "lora.lr=1e-4,1e-3",
+            "engine=hf",
+            "conditions=[passage]",
+            "domain.n_articles=1",
+            "lora.epochs=1",
+            "logger.mode=offline",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "summary.json").exists())
+    assert [p.name for p in jobs] == ["0", "1"]
+    assert all(len(offline_wandb_runs(p)) == 1 for p in jobs)
+    configs = [(p / ".hydra" / "overrides.yaml").read_text() for p in jobs]
+    assert "lora.lr=0.0001" in configs[0] and "lora.lr=0.001" in configs[1]

@@ -1,0 +1,74 @@
+"""Real SmolLM2 through real vLLM and HF: an adapter trained to state a fact changes the answer."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from seal_runner.engines.base import LoraAdapter, Sampling
+from seal_runner.inner import InnerUpdater
+from seal_runner.lora.trainer import InnerJob
+from seal_runner.models import load_tokenizer
+from seal_runner.prompts import PromptFormatter, qa_prompt
+
+pytestmark = pytest.mark.integration
+
+FACT = "Quellin Textile Guild\nThe first warden of the Quellin Textile Guild was Marit Oskellan."
+QUESTION = ("Who was the first warden of the guild?", "Quellin Textile Guild")
+
+
+@pytest.fixture(scope="module")
+def fact_adapter(smollm2_path, tmp_path_factory) -> LoraAdapter:
+    cfg = SimpleNamespace(
+        mode="fast",
+        rank=16,
+        alpha=32.0,
+        dropout=0.0,
+        lr=3e-3,
+        epochs=15,
+        batch_size=1,
+        max_length=128,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        warmup_steps=0,
+        loss_normalization="tokens",
+        append_eos=True,
+        adapters_per_batch=1,
+    )
+    updater = InnerUpdater(cfg, str(smollm2_path), load_tokenizer(str(smollm2_path)))
+    root = tmp_path_factory.mktemp("adapters")
+    ((_, result, path),) = list(updater.run([InnerJob("fact", [FACT] * 2, seed=0)], root))
+    assert result.failed is None and result.final_loss < 0.5, result.losses
+    return LoraAdapter("fact", str(path))
+
+
+@pytest.fixture(scope="module")
+def prompt(smollm2_path) -> str:
+    return PromptFormatter(load_tokenizer(str(smollm2_path)), chat=True)(qa_prompt(*QUESTION))
+
+
+def _check_engine(engine, prompt: str, adapter: LoraAdapter) -> None:
+    base, adapted = engine.generate([prompt, prompt], Sampling(max_tokens=32), [None, adapter])
+    assert "oskellan" not in base.text.lower()
+    assert "oskellan" in adapted.text.lower(), adapted.text
+    assert adapted.text != base.text
+
+
+def test_hf_engine_adapter_changes_answer(smollm2_path, fact_adapter, prompt):
+    from seal_runner.engines.hf_engine import HFEngine
+
+    _check_engine(HFEngine(str(smollm2_path), max_loras=2, max_lora_rank=16), prompt, fact_adapter)
+
+
+def test_vllm_engine_adapter_changes_answer(vllm_engine, fact_adapter, prompt):
+    _check_engine(vllm_engine, prompt, fact_adapter)
+
+
+def test_vllm_sampling_is_seeded(vllm_engine, prompt):
+    sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=24)
+    first = vllm_engine.generate([prompt] * 3, sampling, seeds=[1, 2, 3])
+    again = vllm_engine.generate([prompt] * 3, sampling, seeds=[1, 2, 3])
+    assert [c.text for c in first] == [c.text for c in again]
+    assert len({c.text for c in first}) > 1
