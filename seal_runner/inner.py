@@ -27,7 +27,11 @@ class InnerUpdater:
         base = load_causal_lm(model_path, dtype=dtype, device=device)
         if lora_cfg.mode == "fast":
             lora = MultiLoraModel(
-                base, list(lora_cfg.target_modules), lora_cfg.adapters_per_batch, lora_cfg.rank
+                base,
+                list(lora_cfg.target_modules),
+                lora_cfg.adapters_per_batch,
+                lora_cfg.rank,
+                lora_cfg.dropout,
             )
             self.fast: FastInnerTrainer | None = FastInnerTrainer(lora, tokenizer, lora_cfg)
             self.reference: ReferenceInnerTrainer | None = None

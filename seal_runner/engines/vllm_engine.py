@@ -35,6 +35,7 @@ class VLLMEngine:
         import torch
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_space_gb))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown the run's own log
         from vllm import LLM
 
         on_cpu = not torch.cuda.is_available()

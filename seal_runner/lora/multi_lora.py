@@ -45,11 +45,15 @@ class AdapterRouter:
 class MultiLoraLinear(nn.Module):
     """`base(x) + scale[k] * x A[k]^T B[k]^T` with k = router.rows[row]; base weights frozen."""
 
-    def __init__(self, base: nn.Linear, num_adapters: int, max_rank: int, router: AdapterRouter) -> None:
+    def __init__(
+        self, base: nn.Linear, num_adapters: int, max_rank: int, router: AdapterRouter, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.base = base
         self.router = router
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.dropout = dropout  # applied to the LoRA branch's input only, as PEFT does
+        # fp32 adapter weights even over a bf16 base: small LoRA updates vanish in bf16 rounding.
+        factory = {"device": base.weight.device, "dtype": torch.float32}
         self.lora_A = nn.Parameter(torch.zeros(num_adapters, max_rank, base.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(num_adapters, base.out_features, max_rank, **factory))
         self.register_buffer("scaling", torch.zeros(num_adapters, **factory))
@@ -73,6 +77,8 @@ class MultiLoraLinear(nn.Module):
         b = self.lora_B[slot].to(x.dtype)  # [N, out, r]
         scale = (self.scaling[slot] * active).to(x.dtype)
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        if self.training and self.dropout > 0:
+            flat = nn.functional.dropout(flat, self.dropout)
         delta = torch.bmm(torch.bmm(flat, a.transpose(1, 2)), b.transpose(1, 2))
         return out + (delta * scale.view(-1, 1, 1)).view(out.shape)
 
@@ -101,7 +107,14 @@ class AdapterSpec:
 class MultiLoraModel:
     """Injects MultiLoraLinear into the target projections of a causal LM, once, and manages slots."""
 
-    def __init__(self, model: nn.Module, target_modules: list[str], num_adapters: int, max_rank: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        target_modules: list[str],
+        num_adapters: int,
+        max_rank: int,
+        dropout: float = 0.0,
+    ) -> None:
         self.model = model
         self.target_modules = list(target_modules)
         self.router = AdapterRouter()
@@ -111,7 +124,7 @@ class MultiLoraModel:
         for name, module in list(model.named_modules()):
             if name.rsplit(".", 1)[-1] in self.target_modules and isinstance(module, nn.Linear):
                 parent_name, _, child = name.rpartition(".")
-                wrapped = MultiLoraLinear(module, num_adapters, max_rank, self.router)
+                wrapped = MultiLoraLinear(module, num_adapters, max_rank, self.router, dropout)
                 setattr(model.get_submodule(parent_name), child, wrapped)
                 self.layers[name] = wrapped
         if not self.layers:
@@ -153,6 +166,11 @@ class MultiLoraModel:
 
     @torch.no_grad()
     def load_adapter_state(self, slot: int, state: dict[str, torch.Tensor], spec: AdapterSpec) -> None:
+        max_rank = next(iter(self.layers.values())).lora_A.shape[1]
+        if spec.rank > max_rank:
+            raise ValueError(
+                f"adapter rank {spec.rank} exceeds this model's slot rank {max_rank} (engine.max_lora_rank)"
+            )
         self.clear(slot)
         for name, layer in self.layers.items():
             a, b = state[f"{PEFT_PREFIX}{name}.lora_A.weight"], state[f"{PEFT_PREFIX}{name}.lora_B.weight"]
@@ -178,7 +196,7 @@ class MultiLoraModel:
             "base_model_name_or_path": base_model_name_or_path,
             "r": spec.rank,
             "lora_alpha": spec.alpha,
-            "lora_dropout": 0.0,
+            "lora_dropout": next(iter(self.layers.values())).dropout,
             "target_modules": sorted({name.rsplit(".", 1)[-1] for name in self.layers}),
             "bias": "none",
             "fan_in_fan_out": False,

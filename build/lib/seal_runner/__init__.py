@@ -1,0 +1,1 @@
+"""seal-runner: run SEAL (Self-Adapting Language Models)."""

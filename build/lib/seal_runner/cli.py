@@ -1,0 +1,34 @@
+"""`seal-run`: the single Hydra entry point. `stage=` picks the job; heavy imports wait until used."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from seal_runner.config import register_configs
+
+log = logging.getLogger(__name__)
+
+# stage name -> module under seal_runner.stages exposing `run(cfg) -> dict`
+STAGES = {
+    "evaluate": "evaluate",
+}
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://seal_runner.conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    if cfg.stage not in STAGES:
+        raise SystemExit(f"Unknown stage={cfg.stage!r}; choose one of {sorted(STAGES)}")
+    stage = importlib.import_module(f"seal_runner.stages.{STAGES[cfg.stage]}")
+    summary = stage.run(cfg)
+    # Hydra sweepers (Optuna, Nevergrad) optimise the returned value.
+    return summary.get("objective") if isinstance(summary, dict) else None
+
+
+if __name__ == "__main__":
+    main()

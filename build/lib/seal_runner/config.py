@@ -1,0 +1,173 @@
+"""Structured config: one dataclass per config group, registered in Hydra's ConfigStore.
+
+The YAML files under `conf/` fill these schemas; a typo (`lora.rnak=8`) or a wrong type
+(`lora.rank=big`) fails at composition with a message naming the key. Groups whose options take
+different fields (engine, grader) get one schema per option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """The policy: generator of self-edits and base of every inner update."""
+
+    name: str = MISSING
+    name_or_path: str = MISSING  # HF id, local path, or builtin:smollm2-135m-instruct
+    cache_dir: str = "~/.cache/seal-runner"  # where the built-in model is converted (SEAL_CACHE_DIR wins)
+    chat: bool = True  # chat models get their chat template; base models the paper's raw prompts
+    dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    max_model_len: int = 2048
+
+
+@dataclass
+class KnowledgeDomainConfig:
+    """SQuAD-style passages and the paper's self-edit → training-sequence rules."""
+
+    name: str = "knowledge"
+    data_path: str = "builtin:demo"  # builtin:demo or a JSON file in the paper's list format
+    shuffle_seed: int | None = None  # the paper shuffles with random.Random(42) before slicing
+    start: int = 0
+    n_articles: int = -1  # -1 = all from `start`
+    split_separator: str = "---"
+    split_newlines: bool = True  # one training example per line (single-passage runs)
+    drop_preamble: bool = True  # drop line 1 when line 2 starts a "1." list
+    title_prefix: bool = True  # each example becomes "{title}\n{example}"
+    append_passage: bool = True  # always add "{title}\n{context}" as the last sequence
+    topic_prefix: bool = True  # QA question = "Topic: {title}\n{question}"
+    qa_max_tokens: int = 64
+
+
+@dataclass
+class SelfEditPromptConfig:
+    """The paper's template "Let's read the following passage and {X}.\\n\\nPassage:\\n...\\n\\n{H}"."""
+
+    name: str = MISSING
+    instruction: str = MISSING
+    header: str = MISSING
+    template: str = (
+        "Let's read the following passage and {instruction}.\n\nPassage:\n{title}\n{context}\n\n{header}"
+    )
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_tokens: int = 8192
+    n: int = 1  # self-edits per context
+
+
+@dataclass
+class RestemConfig:
+    rounds: int = 2
+    samples_per_context: int = 5
+    inner_seeds: int = 3
+    selection: str = "best_of_k"  # best_of_k | positive_gain | threshold
+    threshold: float = 0.0
+    contexts_per_round: int = 50
+
+
+@dataclass
+class LoraConfig:
+    """Inner-loop LoRA update; `mode=reference` is the paper's padded bs-1 protocol."""
+
+    mode: str = "fast"  # fast | reference
+    rank: int = 32
+    alpha: float = 64.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lr: float = 1e-3
+    epochs: int = 10
+    batch_size: int = 1
+    max_length: int = 2048  # reference: pad to this; fast: truncate at this
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    loss_normalization: str = "tokens"  # tokens (mean over content tokens) | reference (÷ batch × max_length)
+    append_eos: bool = True
+    adapters_per_batch: int = 8  # K self-edits trained together over one shared base forward
+
+
+@dataclass
+class EngineConfig:
+    _target_: str = MISSING
+    max_loras: int = 8  # adapters served in one generate call
+    max_lora_rank: int = 32
+
+
+@dataclass
+class VLLMEngineConfig(EngineConfig):
+    _target_: str = "seal_runner.engines.vllm_engine.VLLMEngine"
+    gpu_memory_utilization: float = 0.4
+    kv_cache_space_gb: int = 2  # CPU backend only (VLLM_CPU_KVCACHE_SPACE)
+    max_num_seqs: int = 64
+    enforce_eager: bool = True
+
+
+@dataclass
+class HFEngineConfig(EngineConfig):
+    _target_: str = "seal_runner.engines.hf_engine.HFEngine"
+    batch_size: int = 32
+
+
+@dataclass
+class LexicalGraderConfig:
+    _target_: str = "seal_runner.graders.lexical.LexicalGrader"
+    rule: str = "contains"  # exact | contains | f1
+    f1_threshold: float = 0.5
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "seal-runner"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SealConfig:
+    """Top level. `stage` picks the job; groups are filled by conf/config.yaml's defaults list."""
+
+    stage: str = "evaluate"
+    seed: int = 0
+    device: str = "auto"
+    run_dir: str = "${hydra:runtime.output_dir}"
+    conditions: list[str] = field(default_factory=lambda: ["base", "passage", "selfedit"])
+    model: ModelConfig = MISSING
+    domain: Any = MISSING
+    selfedit_prompt: SelfEditPromptConfig = MISSING
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    restem: RestemConfig = MISSING
+    lora: LoraConfig = MISSING
+    engine: Any = MISSING
+    grader: Any = MISSING
+    logger: LoggerConfig = MISSING
+    experiment_name: str = "default"
+
+
+def register_configs() -> None:
+    """Idempotent: Hydra's ConfigStore replaces entries stored twice under the same name."""
+    cs = ConfigStore.instance()
+    cs.store(name="seal_schema", node=SealConfig)
+    for group, name, node in [
+        ("model", "schema", ModelConfig),
+        ("domain", "knowledge_schema", KnowledgeDomainConfig),
+        ("selfedit_prompt", "schema", SelfEditPromptConfig),
+        ("restem", "schema", RestemConfig),
+        ("lora", "schema", LoraConfig),
+        ("engine", "vllm_schema", VLLMEngineConfig),
+        ("engine", "hf_schema", HFEngineConfig),
+        ("grader", "lexical_schema", LexicalGraderConfig),
+        ("logger", "schema", LoggerConfig),
+    ]:
+        cs.store(group=f"schema/{group}", name=name, node=node)

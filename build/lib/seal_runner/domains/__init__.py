@@ -1,0 +1,1 @@
+"""seal_runner.domains"""

@@ -1,0 +1,58 @@
+"""Self-edit text → training sequences, step by step as the paper's reference code does.
+
+1. split on `---`, strip, drop empty segments (none left → the whole stripped completion);
+2. with split_newlines: self-QA text is split before each "Question N:", otherwise one example per
+   non-empty line, dropping line 1 when line 2 starts a "1." list (a preamble);
+3. each example becomes "{title}\\n{example}"; "{title}\\n{context}" is appended last.
+"""
+
+from __future__ import annotations
+
+import re
+
+_QUESTION_SPLIT = re.compile(r"\n(?=Question \d+:)")
+_IS_SELF_QA = re.compile(r"Question \d+:")
+
+
+def split_segments(completion: str, separator: str = "---") -> list[str]:
+    text = completion.strip()
+    segments = [s.strip() for s in text.split(separator)] if separator else [text]
+    segments = [s for s in segments if s]
+    return segments or ([text] if text else [])
+
+
+def split_examples(segments: list[str], drop_preamble: bool = True) -> list[str]:
+    """Self-QA segments split per question; otherwise every non-empty line of every segment, with the
+    preamble rule applied once to the joined lines (as the reference's build_train_sequences)."""
+    examples, lines = [], []
+    for segment in segments:
+        if _IS_SELF_QA.search(segment) and "Answer:" in segment:
+            chunks = [c.strip() for c in _QUESTION_SPLIT.split(segment) if c.strip()]
+            if chunks and not chunks[0].startswith("Question 1:"):
+                chunks[0] = "Question 1: " + chunks[0]
+            examples += chunks
+        else:
+            lines += [line.strip() for line in segment.split("\n") if line.strip()]
+    if drop_preamble and len(lines) > 1 and lines[1].startswith("1."):
+        lines = lines[1:]
+    return examples + lines
+
+
+def selfedit_to_sequences(
+    completion: str,
+    title: str,
+    context: str,
+    *,
+    separator: str = "---",
+    split_newlines: bool = True,
+    drop_preamble: bool = True,
+    title_prefix: bool = True,
+    append_passage: bool = True,
+) -> list[str]:
+    """Training sequences for one self-edit; empty when the self-edit yields nothing and no passage."""
+    segments = split_segments(completion, separator)
+    examples = split_examples(segments, drop_preamble) if split_newlines else segments
+    sequences = [f"{title}\n{e}" if title_prefix else e for e in examples]
+    if append_passage:
+        sequences.append(f"{title}\n{context}")
+    return sequences

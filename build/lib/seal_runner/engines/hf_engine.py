@@ -1,0 +1,108 @@
+"""transformers generation with the multi-adapter LoRA layer: the same interface as vLLM.
+
+Adapters are loaded from their PEFT directories into the slots of one resident model and routed
+per row, so base and several adapted models share one batched `generate` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+
+from seal_runner.engines.base import Completion, LoraAdapter, Sampling
+from seal_runner.lora.multi_lora import MultiLoraModel
+from seal_runner.models import load_causal_lm, load_tokenizer
+
+
+class HFEngine:
+    def __init__(
+        self,
+        model_path: str,
+        max_model_len: int = 2048,
+        dtype: str = "auto",
+        seed: int = 0,
+        max_loras: int = 8,
+        max_lora_rank: int = 32,
+        batch_size: int = 32,
+        device: str = "auto",
+    ) -> None:
+        self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer.padding_side = "left"
+        self.model = load_causal_lm(model_path, dtype=dtype, device=device)
+        self.device = next(self.model.parameters()).device
+        self.max_model_len, self.batch_size, self.seed = max_model_len, batch_size, seed
+        self.max_loras, self.max_lora_rank = max_loras, max_lora_rank
+        self.lora: MultiLoraModel | None = None  # injected on first adapter use, into all linears
+
+    def _ensure_lora(self, adapters: Sequence[LoraAdapter]) -> None:
+        if self.lora is not None:
+            return
+        import json
+        from pathlib import Path
+
+        targets = set()
+        for adapter in adapters:
+            targets |= set(
+                json.loads((Path(adapter.path) / "adapter_config.json").read_text())["target_modules"]
+            )
+        self.lora = MultiLoraModel(self.model, sorted(targets), self.max_loras, self.max_lora_rank)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: Sampling,
+        adapters: Sequence[LoraAdapter | None] | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Completion]:
+        adapters = list(adapters) if adapters is not None else [None] * len(prompts)
+        distinct = list(dict.fromkeys(a for a in adapters if a is not None))
+        if distinct:
+            self._ensure_lora(distinct)
+        results: list[Completion | None] = [None] * len(prompts)
+        # Fill slots chunk by chunk: each chunk holds at most max_loras distinct adapters.
+        for chunk_start in range(0, max(1, len(distinct)), self.max_loras):
+            chunk = distinct[chunk_start : chunk_start + self.max_loras]
+            slot_of = {a: i for i, a in enumerate(chunk)}
+            for adapter, slot in slot_of.items():
+                self.lora.load_peft(slot, adapter.path)
+            todo = [i for i, a in enumerate(adapters) if (a in slot_of) or (a is None and chunk_start == 0)]
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start : start + self.batch_size]
+                rows = [slot_of[adapters[i]] if adapters[i] is not None else -1 for i in batch]
+                seed = self.seed if seeds is None else seeds[batch[0]]
+                for i, completion in zip(
+                    batch,
+                    self._generate_batch([prompts[i] for i in batch], rows, sampling, seed),
+                    strict=True,
+                ):
+                    results[i] = completion
+        return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _generate_batch(
+        self, prompts: list[str], rows: list[int], sampling: Sampling, seed: int
+    ) -> list[Completion]:
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        max_new = min(sampling.max_tokens, self.max_model_len - encoded.input_ids.shape[1])
+        kwargs = {"do_sample": False}
+        if sampling.temperature > 0:
+            kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+        torch.manual_seed(seed)
+        route = self.lora.router.route(rows) if self.lora is not None else nullcontext()
+        with route:
+            out = self.model.generate(
+                **encoded, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id, **kwargs
+            )
+        completions = []
+        eos = self.tokenizer.eos_token_id
+        for row in out[:, encoded.input_ids.shape[1] :].tolist():
+            ended = eos in row
+            tokens = row[: row.index(eos)] if ended else row
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            completions.append(Completion(text, len(tokens) + int(ended), "stop" if ended else "length"))
+        return completions
+
+    def close(self) -> None:
+        del self.model

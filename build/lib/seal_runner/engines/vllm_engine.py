@@ -1,0 +1,101 @@
+"""In-process vLLM with multi-LoRA: one engine per run, every adapter of a batch in one call."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from seal_runner.engines.base import Completion, LoraAdapter, Sampling
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def supported_lora_rank(rank: int) -> int:
+    """vLLM accepts only these max_lora_rank values; round up, or fail naming them."""
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank; allowed: {VLLM_LORA_RANKS}")
+
+
+class VLLMEngine:
+    def __init__(
+        self,
+        model_path: str,
+        max_model_len: int = 2048,
+        dtype: str = "auto",
+        seed: int = 0,
+        max_loras: int = 8,
+        max_lora_rank: int = 32,
+        gpu_memory_utilization: float = 0.4,
+        kv_cache_space_gb: int = 2,
+        max_num_seqs: int = 64,
+        enforce_eager: bool = True,
+    ) -> None:
+        import torch
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_space_gb))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown the run's own log
+        from vllm import LLM
+
+        on_cpu = not torch.cuda.is_available()
+        self.llm = LLM(
+            model=model_path,
+            max_model_len=max_model_len,
+            dtype=("float32" if on_cpu else "bfloat16") if dtype == "auto" else dtype,
+            seed=seed,
+            enable_lora=True,
+            max_loras=max_loras,
+            max_lora_rank=supported_lora_rank(max_lora_rank),
+            max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager,
+            **({} if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}),
+        )
+        self._lora_ids: dict[str, int] = {}
+
+    def _request(self, adapter: LoraAdapter | None):
+        from vllm.lora.request import LoRARequest
+
+        if adapter is None:
+            return None
+        lora_id = self._lora_ids.setdefault(adapter.name, len(self._lora_ids) + 1)
+        return LoRARequest(adapter.name, lora_id, adapter.path)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: Sampling,
+        adapters: Sequence[LoraAdapter | None] | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Completion]:
+        from vllm import SamplingParams
+
+        if not prompts:
+            return []
+        params = [
+            SamplingParams(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=None if seeds is None else seeds[i],
+            )
+            for i in range(len(prompts))
+        ]
+        requests = None if adapters is None else [self._request(a) for a in adapters]
+        outputs = self.llm.generate(list(prompts), params, lora_request=requests, use_tqdm=False)
+        completions = []
+        for out in outputs:
+            first = out.outputs[0]
+            reason = "length" if first.finish_reason == "length" else "stop"
+            completions.append(Completion(first.text, len(first.token_ids), reason))
+        self._forget(adapters)
+        return completions
+
+    def _forget(self, adapters: Sequence[LoraAdapter | None] | None) -> None:
+        """Adapters are single-use in SEAL: unload them so the CPU/GPU LoRA caches stay small."""
+        for adapter in adapters or []:
+            if adapter is not None and adapter.name in self._lora_ids:
+                self.llm.llm_engine.remove_lora(self._lora_ids[adapter.name])
+
+    def close(self) -> None:
+        del self.llm

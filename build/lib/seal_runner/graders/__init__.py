@@ -1,0 +1,1 @@
+"""Graders turn (question, gold, prediction) triples into verdicts."""

@@ -1,0 +1,124 @@
+"""The paper's GPT-4.1 judge: exact grading prompt and yes/no verdict rule, with the reference's defects fixed.
+
+Differences from the reference (method doc section 5), none of which change a verdict the judge
+gives: API errors are retried and then raise or leave the item ungraded (`correct=None`, counted),
+never silently wrong; a batch is graded concurrently and identical prompts are sent once; an
+optional lexical cross-check records agreement; and a prediction that tries to instruct the judge
+is not allowed to talk its way to "yes" (see `INJECTION_PATTERN`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from seal_runner.graders.base import GradeItem, Verdict
+from seal_runner.graders.lexical import LexicalGrader
+from seal_runner.openai_api import ChatClient, ChatResult, OnFailure
+
+# Reference wording, verbatim (method doc section 2); sent as a single user message.
+JUDGE_PROMPT = (
+    "You are a grading assistant. Your job is to determine whether a student's answer correctly answers "
+    "the question based solely on the provided gold answer. Do not use any outside knowledge. The student "
+    "answer can include additional information, but it must at least fully convey the gold answer and must "
+    "not contradict it. Ignore style, phrasing, or extra details that do not affect correctness. Respond "
+    "ONLY with 'yes' or 'no'.\n\nQuestion: {question}\nGold answer: {gold}\nStudent answer: {pred}\n"
+    "Is the student answer correct based solely on the gold answer? Respond 'yes' or 'no'."
+)
+# Deterministic, and the reply is one word: a few tokens leave room for "Yes." without paying for prose.
+JUDGE_SAMPLING: dict[str, Any] = {"temperature": 0.0, "max_tokens": 16}
+
+_YES = re.compile(r"\byes\b", re.IGNORECASE)
+_NO = re.compile(r"\bno\b", re.IGNORECASE)
+# Instruction-like phrases a student answer has no business containing.
+INJECTION_PATTERN = re.compile(
+    r"\bignore\b|\bprevious\b|\binstructions?\b|\b(?:answer|respond|reply|say)\s+['\"]?yes\b"
+    r"|\byou\s+are\b|\bgrading\s+assistant\b",
+    re.IGNORECASE,
+)
+
+
+def judge_prompt(item: GradeItem) -> str:
+    return JUDGE_PROMPT.format(question=item.question, gold=item.gold, pred=item.prediction.strip())
+
+
+def is_yes(reply: str) -> bool:
+    """The paper's rule: the word "yes" present and the word "no" absent, case-insensitive whole words."""
+    return bool(_YES.search(reply)) and not _NO.search(reply)
+
+
+def looks_like_injection(prediction: str) -> bool:
+    return bool(INJECTION_PATTERN.search(prediction))
+
+
+class LLMJudgeGrader:
+    """Grader backed by a chat model. `on_failure="skip"` leaves failed items ungraded instead of raising.
+
+    The injection guard overrules the judge only when three signals agree: the judge said yes, the
+    lexical check (the cross-check, or a `contains` grader when none is given) says no, and the
+    prediction contains instruction-like phrases. A genuine answer that happens to say "you are"
+    keeps its verdict whenever it also contains the gold answer.
+    """
+
+    def __init__(
+        self, client: ChatClient, cross_check: LexicalGrader | None = None, on_failure: OnFailure = "raise"
+    ) -> None:
+        if on_failure not in ("raise", "skip"):
+            raise ValueError(f"on_failure must be 'raise' or 'skip', got {on_failure!r}")
+        self.client, self.cross_check, self.on_failure = client, cross_check, on_failure
+        self._guard_check = cross_check or LexicalGrader("contains")
+        self.counts = dict.fromkeys(
+            ("judged", "empty", "ungraded", "compared", "disagreements", "injection_suspected"), 0
+        )
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Grader counters plus the client's (requests, retries, cache hits, tokens, cost)."""
+        compared = self.counts["compared"]
+        rate = self.counts["disagreements"] / compared if compared else 0.0
+        return {**self.counts, "disagreement_rate": rate, "client": self.client.stats.as_dict()}
+
+    def grade(self, items: list[GradeItem]) -> list[Verdict]:
+        # The judge is deterministic, so each distinct prompt is asked once; empty predictions never are.
+        unique = list(dict.fromkeys(judge_prompt(item) for item in items if item.prediction.strip()))
+        results = (
+            self.client.complete_many(
+                [[{"role": "user", "content": prompt}] for prompt in unique],
+                on_failure=self.on_failure,
+                **JUDGE_SAMPLING,
+            )
+            if unique
+            else []
+        )
+        by_prompt = dict(zip(unique, results, strict=True))
+        return [
+            self._verdict(item, by_prompt[judge_prompt(item)] if item.prediction.strip() else None)
+            for item in items
+        ]
+
+    def _verdict(self, item: GradeItem, result: ChatResult | None) -> Verdict:
+        """`result` is None for an empty prediction: wrong, as in the paper, without asking the judge."""
+        detail: dict[str, Any] = {
+            "grader": f"llm_judge/{self.client.model}",
+            "judge_reply": result.text if result else None,
+        }
+        lexical = self.cross_check.grade_one(item).correct if self.cross_check else None
+        if self.cross_check:
+            detail["lexical"] = lexical
+        if result is None:
+            self.counts["empty"] += 1
+            return Verdict(correct=False, detail={**detail, "reason": "empty prediction"})
+        if result.text is None:
+            self.counts["ungraded"] += 1
+            return Verdict(correct=None, detail={**detail, "error": result.error})
+        self.counts["judged"] += 1
+        judge_says_yes = is_yes(result.text)
+        if self.cross_check:  # agreement of the judge itself, before the injection guard
+            self.counts["compared"] += 1
+            self.counts["disagreements"] += int(judge_says_yes != lexical)
+        if judge_says_yes and looks_like_injection(item.prediction):
+            lexical_ok = lexical if self.cross_check else self._guard_check.grade_one(item).correct
+            if not lexical_ok:
+                self.counts["injection_suspected"] += 1
+                return Verdict(correct=False, detail={**detail, "injection_suspected": True})
+        return Verdict(correct=judge_says_yes, detail=detail)

@@ -1,0 +1,188 @@
+"""Inner-loop LoRA updates: the fast multi-adapter trainer and the paper's reference protocol.
+
+Both take `InnerJob`s (one self-edit's training sequences + a seed) and leave a trained adapter
+per job; both report the same `InnerResult`. `FastInnerTrainer` trains up to K jobs at once over
+one resident base model (adapters reset in place, never re-wrapped); `ReferenceInnerTrainer`
+wraps the base with a fresh PEFT adapter per job and trains it alone at batch size 1 on rows
+padded to `max_length` with the pads in the loss, exactly as the reference implementation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from seal_runner.lora.batching import epoch_schedule, pad_batch, token_losses, tokenize_sequences
+from seal_runner.lora.multi_lora import AdapterSpec, MultiLoraModel
+from seal_runner.lora.optim import StackedAdamW, linear_schedule
+
+
+@dataclass
+class InnerJob:
+    key: str
+    sequences: list[str]
+    seed: int
+
+
+@dataclass
+class InnerResult:
+    key: str
+    steps: int
+    train_tokens: int
+    seconds: float  # wall time of the group this job trained in, divided by the group size
+    losses: list[float] = field(default_factory=list)
+    failed: str | None = None  # reason when the update was abandoned (e.g. non-finite loss)
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.losses[-1] if self.losses else None
+
+
+class FastInnerTrainer:
+    """K adapters per forward/backward; unpadded batches; per-adapter AdamW, schedule and clipping."""
+
+    def __init__(self, lora_model: MultiLoraModel, tokenizer, cfg) -> None:
+        self.lora = lora_model
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.device = next(lora_model.model.parameters()).device
+        self.spec = AdapterSpec(rank=cfg.rank, alpha=cfg.alpha)
+
+    def train(self, jobs: list[InnerJob]) -> list[InnerResult]:
+        """Train `jobs` into slots 0..len(jobs)-1 (at most K); the adapters stay there for export."""
+        if not 0 < len(jobs) <= self.lora.num_adapters:
+            raise ValueError(f"got {len(jobs)} jobs for {self.lora.num_adapters} adapter slots")
+        cfg, start = self.cfg, time.perf_counter()
+        for slot, job in enumerate(jobs):
+            self.lora.reset(slot, self.spec, job.seed)
+        data = [tokenize_sequences(self.tokenizer, j.sequences, cfg.max_length, cfg.append_eos) for j in jobs]
+        schedules = [
+            epoch_schedule(len(d), cfg.epochs, cfg.batch_size, j.seed)
+            for d, j in zip(data, jobs, strict=True)
+        ]
+        results = [
+            InnerResult(j.key, steps=len(s), train_tokens=0, seconds=0.0)
+            for j, s in zip(jobs, schedules, strict=True)
+        ]
+        optimizer = StackedAdamW(self.lora.parameters(), weight_decay=cfg.weight_decay)
+        alive = [True] * len(jobs)
+        model = self.lora.model.train()
+        for step in range(max(len(s) for s in schedules)):
+            members = [k for k in range(len(jobs)) if alive[k] and step < len(schedules[k])]
+            if not members:
+                break
+            rows, slots = [], []
+            for k in members:
+                rows += [data[k][i] for i in schedules[k][step]]
+                slots += [k] * len(schedules[k][step])
+            input_ids, attention, labels = pad_batch(rows, self.tokenizer.pad_token_id)
+            slots_t = torch.tensor(slots)
+            with self.lora.router.route(slots_t):
+                logits = model(
+                    input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
+                ).logits
+            losses, valid = token_losses(logits, labels.to(self.device))
+            total = logits.new_zeros((), dtype=torch.float32)
+            for k in members:
+                mine = slots_t.to(self.device) == k
+                denom = self._normaliser(valid[mine], int(mine.sum()))
+                loss_k = losses[mine].sum() / denom
+                if not torch.isfinite(loss_k):
+                    alive[k] = False
+                    results[k].failed = f"non-finite loss at step {step}"
+                    continue
+                total = total + loss_k
+                results[k].losses.append(loss_k.item())
+                results[k].train_tokens += int(valid[mine].sum())
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.clip_grad_norm_(cfg.max_grad_norm)
+            lrs = torch.tensor(
+                [cfg.lr * linear_schedule(step, len(s), cfg.warmup_steps) for s in schedules]
+                + [0.0] * (self.lora.num_adapters - len(jobs))
+            )
+            active = torch.zeros(self.lora.num_adapters, dtype=torch.bool)
+            active[[k for k in members if alive[k]]] = True
+            optimizer.step(lrs, active)
+        optimizer.zero_grad()
+        model.eval()
+        for k, result in enumerate(results):
+            if result.failed:
+                self.lora.clear(k)
+            result.seconds = (time.perf_counter() - start) / len(jobs)
+        return results
+
+    def _normaliser(self, valid_rows: torch.Tensor, num_rows: int) -> torch.Tensor | int:
+        """`tokens`: mean over content tokens. `reference`: divide by every position of rows padded to
+        max_length, which reproduces the reference's step size per content token."""
+        if self.cfg.loss_normalization == "reference":
+            return num_rows * (self.cfg.max_length - 1)
+        return valid_rows.sum().clamp(min=1)
+
+    def save(self, slot: int, directory: str | Path, base_name: str) -> Path:
+        return self.lora.save_peft(slot, directory, base_name)
+
+
+class ReferenceInnerTrainer:
+    """The reference implementation's update: fresh PEFT wrapper, bs 1, pad to max_length, pads labelled."""
+
+    def __init__(self, base_model, tokenizer, cfg) -> None:
+        self.base = base_model
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.device = next(base_model.parameters()).device
+
+    def train_and_save(self, job: InnerJob, directory: str | Path) -> InnerResult:
+        from peft import LoraConfig, get_peft_model
+
+        cfg, start = self.cfg, time.perf_counter()
+        torch.manual_seed(job.seed)
+        peft_model = get_peft_model(
+            self.base,
+            LoraConfig(
+                r=cfg.rank,
+                lora_alpha=cfg.alpha,
+                lora_dropout=cfg.dropout,
+                target_modules=list(cfg.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
+        data = tokenize_sequences(self.tokenizer, job.sequences, cfg.max_length, append_eos=False)
+        schedule = epoch_schedule(len(data), cfg.epochs, cfg.batch_size, job.seed)
+        params = [p for p in peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: linear_schedule(s, len(schedule), cfg.warmup_steps)
+        )
+        result = InnerResult(job.key, steps=len(schedule), train_tokens=0, seconds=0.0)
+        peft_model.train()
+        for batch in schedule:
+            rows = [data[i] for i in batch]
+            input_ids, attention, labels = pad_batch(
+                rows, self.tokenizer.pad_token_id, pad_to=cfg.max_length, label_pads=True
+            )
+            out = peft_model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention.to(self.device),
+                labels=labels.to(self.device),
+            )
+            if not math.isfinite(out.loss.item()):
+                result.failed = "non-finite loss"
+                break
+            optimizer.zero_grad()
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            result.losses.append(out.loss.item())
+            result.train_tokens += int(labels.numel())
+        peft_model.eval()
+        if not result.failed:
+            peft_model.save_pretrained(str(directory))
+        self.base = peft_model.unload()  # the reference builds a new wrapper per request
+        result.seconds = time.perf_counter() - start
+        return result

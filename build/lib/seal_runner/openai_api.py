@@ -1,0 +1,313 @@
+"""Chat-completions client for the LLM judge: bounded concurrency, our own retry policy, a disk cache.
+
+The reference grader called the API one question at a time and counted any API error as a wrong
+answer (method doc section 5). This wrapper fixes both: requests run concurrently under a semaphore,
+transient failures (429, 5xx, timeouts, dropped connections, malformed replies) are retried with
+exponential backoff and jitter, and an item that exhausts the budget either raises `APIFailure` or
+comes back with `text=None` so the caller can count it as ungraded. The openai client's own retries
+are disabled so every attempt is ours and shows up in `ClientStats`.
+
+The API key is read only from the environment, kept in memory, and never logged, cached or put in
+an error message; cache keys hash only (model, messages, sampling parameters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import openai
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+LOCAL_DUMMY_KEY = "local-no-key"
+RETRYABLE_STATUS = frozenset({408, 429})
+
+# USD per 1M (input, output) tokens. A dated snapshot ("gpt-4.1-2025-04-14") is priced as its alias.
+PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+}
+_DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+Messages = list[dict[str, str]]
+OnFailure = Literal["raise", "skip"]
+
+
+def price_per_mtok(model: str) -> tuple[float, float]:
+    """Known models by exact name (or dated snapshot); anything else costs 0 so estimates never guess."""
+    return PRICES_PER_MTOK.get(_DATE_SUFFIX.sub("", model), (0.0, 0.0))
+
+
+class MissingAPIKeyError(RuntimeError):
+    """Raised at construction so a run fails before doing GPU work, not at the first grading call."""
+
+
+class APIFailure(RuntimeError):
+    """A request that still failed after the whole retry budget (or with a non-retryable error)."""
+
+    def __init__(self, endpoint: str, model: str, last_error: str, attempts: int) -> None:
+        self.endpoint, self.model, self.last_error, self.attempts = endpoint, model, last_error, attempts
+        super().__init__(
+            f"chat completion failed after {attempts} attempt(s): endpoint={endpoint} model={model}; "
+            f"last error: {last_error}"
+        )
+
+
+class MalformedReply(Exception):
+    """A 2xx reply we cannot use (not JSON, no choices, no content): retried like a server error."""
+
+
+@dataclass
+class ChatResult:
+    """`text` is None only when the item failed and the caller asked for `on_failure="skip"`."""
+
+    text: str | None
+    error: str | None = None
+    attempts: int = 0
+    cached: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class ClientStats:
+    """Per-client counters; `requests` counts HTTP attempts, so it equals what the server saw."""
+
+    model: str
+    requests: int = 0
+    retries: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retry_wait_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: float) -> None:
+        """Locked so batches run from worker threads (see `complete_many`) cannot lose counts."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    @property
+    def cost_usd(self) -> float:
+        price_in, price_out = price_per_mtok(self.model)
+        return (self.prompt_tokens * price_in + self.completion_tokens * price_out) / 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        return {**data, "cost_usd": self.cost_usd}
+
+
+def cache_key(model: str, messages: Messages, sampling: dict[str, Any]) -> str:
+    """sha256 over the request's content only; the key and endpoint are deliberately not part of it."""
+    payload = json.dumps({"model": model, "messages": messages, "sampling": sampling}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class DiskCache:
+    """One small JSON file per key, written atomically so a killed run never leaves a torn entry."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> str | None:
+        try:
+            return json.loads(self._path(key).read_text())["text"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, key: str, model: str, text: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            json.dump({"model": model, "text": text}, tmp)
+        os.replace(tmp.name, path)
+
+
+def parse_reply(body: str) -> tuple[str, int, int]:
+    """(content, prompt_tokens, completion_tokens) from a chat-completions JSON body, or MalformedReply."""
+    try:
+        data = json.loads(body)
+        content = data["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise MalformedReply(f"unusable reply ({type(exc).__name__}): {body[:200]!r}") from exc
+    if not isinstance(content, str):
+        raise MalformedReply(f"reply has no text content: {body[:200]!r}")
+    usage = data.get("usage") or {}
+    return content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def retry_after_s(exc: Exception) -> float | None:
+    """The server's requested wait (retry-after-ms or retry-after in seconds), when it sent one."""
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    for header, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            return float(response.headers[header]) * scale
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, (MalformedReply, openai.APIConnectionError)):  # includes APITimeoutError
+        return True
+    return isinstance(exc, openai.APIStatusError) and (
+        exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
+    )
+
+
+def _is_local(base_url: str) -> bool:
+    return urlparse(base_url).hostname in LOCAL_HOSTS
+
+
+class ChatClient:
+    """Concurrent, retried, cached chat completions against one model at one OpenAI-compatible endpoint."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 16,
+        max_retries: int = 6,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        timeout: float = 60.0,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if max_concurrency < 1 or max_retries < 0:
+            raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
+        self.model = model
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.endpoint = f"{self.base_url}/chat/completions"
+        self.max_concurrency, self.max_retries = max_concurrency, max_retries
+        self.backoff_initial, self.backoff_max, self.timeout = backoff_initial, backoff_max, timeout
+        self.cache = DiskCache(cache_dir) if cache_dir is not None else None
+        self.stats = ClientStats(model=model)
+        self._api_key = os.environ.get(api_key_env) or ""
+        if not self._api_key:
+            if not _is_local(self.base_url):
+                raise MissingAPIKeyError(
+                    f"environment variable {api_key_env} is not set; the judge at {self.endpoint} needs an API key"
+                )
+            self._api_key = LOCAL_DUMMY_KEY
+
+    def __repr__(self) -> str:  # explicit so the key can never leak through a repr
+        return f"ChatClient(model={self.model!r}, endpoint={self.endpoint!r})"
+
+    def complete_many(
+        self, conversations: list[Messages], *, on_failure: OnFailure = "raise", **sampling: Any
+    ) -> list[ChatResult]:
+        """Synchronous entry point; from inside a running event loop the batch runs on a worker thread."""
+        batch = self.acomplete_many(conversations, on_failure=on_failure, **sampling)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(batch)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, batch).result()
+
+    async def acomplete_many(
+        self, conversations: list[Messages], *, on_failure: OnFailure = "raise", **sampling: Any
+    ) -> list[ChatResult]:
+        """Results in input order. The openai client is per batch because it is bound to one event loop."""
+        if on_failure not in ("raise", "skip"):
+            raise ValueError(f"on_failure must be 'raise' or 'skip', got {on_failure!r}")
+        api = openai.AsyncOpenAI(
+            api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout
+        )
+        slots = asyncio.Semaphore(self.max_concurrency)
+        tasks = [
+            asyncio.ensure_future(self._complete_one(api, slots, messages, sampling, on_failure))
+            for messages in conversations
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await api.close()
+
+    async def _complete_one(
+        self,
+        api: openai.AsyncOpenAI,
+        slots: asyncio.Semaphore,
+        messages: Messages,
+        sampling: dict[str, Any],
+        on_failure: OnFailure,
+    ) -> ChatResult:
+        key = cache_key(self.model, messages, sampling)
+        if self.cache is not None and (text := self.cache.get(key)) is not None:
+            self.stats.add(cache_hits=1)
+            return ChatResult(text=text, cached=True)
+        attempts, last_error = 0, ""
+        while attempts <= self.max_retries:
+            attempts += 1
+            async with slots:  # backoff sleeps happen outside, so waiting items hold no slot
+                self.stats.add(requests=1)
+                try:
+                    text, prompt_tokens, completion_tokens = await self._request(api, messages, sampling)
+                except (MalformedReply, openai.APIError) as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"
+                    if not is_retryable(exc):
+                        break
+                    wait = self._backoff(attempts, exc)
+                else:
+                    self.stats.add(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                    if self.cache is not None:
+                        self.cache.put(key, self.model, text)
+                    return ChatResult(
+                        text=text,
+                        attempts=attempts,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                    )
+            if attempts <= self.max_retries:
+                log.warning(
+                    "chat request attempt %d failed (%s); retrying in %.2fs", attempts, last_error, wait
+                )
+                self.stats.add(retries=1, retry_wait_s=wait)
+                await asyncio.sleep(wait)
+        self.stats.add(failures=1)
+        failure = APIFailure(self.endpoint, self.model, last_error, attempts)
+        if on_failure == "raise":
+            raise failure
+        log.warning("%s", failure)
+        return ChatResult(text=None, error=str(failure), attempts=attempts)
+
+    async def _request(
+        self, api: openai.AsyncOpenAI, messages: Messages, sampling: dict[str, Any]
+    ) -> tuple[str, int, int]:
+        """Parse the body ourselves: the SDK's lenient parsing would let garbage or missing choices through."""
+        raw = await api.chat.completions.with_raw_response.create(
+            model=self.model, messages=messages, **sampling
+        )
+        return parse_reply(raw.http_response.text)
+
+    def _backoff(self, attempt: int, exc: Exception) -> float:
+        """Exponential with jitter in [d/2, d] (so a floor is testable), at least the server's retry-after."""
+        nominal = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+        jittered = nominal * random.uniform(0.5, 1.0)
+        return min(self.backoff_max, max(jittered, retry_after_s(exc) or 0.0))
