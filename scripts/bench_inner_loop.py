@@ -26,10 +26,10 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
+from seal_runner.config import LoraConfig
 from seal_runner.domains.knowledge.data import load_articles
 from seal_runner.domains.knowledge.evaluate import answer_questions, article_accuracies, mean_and_se
 from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
@@ -140,19 +140,15 @@ def main() -> None:
     common = dict(
         rank=args.rank,
         alpha=2.0 * args.rank,
-        dropout=0.0,
         target_modules=args.targets.split(","),
         lr=args.lr,
         epochs=args.epochs,
         batch_size=1,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        warmup_steps=0,
         max_length=args.reference_max_length,
         loss_normalization="reference",
     )
-    reference = SimpleNamespace(mode="reference", append_eos=False, adapters_per_batch=1, **common)
-    fast = SimpleNamespace(mode="fast", append_eos=True, adapters_per_batch=args.k, **common)
+    reference = LoraConfig(mode="reference", append_eos=False, adapters_per_batch=1, **common)
+    fast = LoraConfig(mode="fast", append_eos=True, adapters_per_batch=args.k, **common)
     engine = HFEngine(path, max_loras=args.k, max_lora_rank=args.rank, device=args.device, dtype=args.dtype)
 
     print(

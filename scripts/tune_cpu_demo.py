@@ -11,8 +11,8 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
+from seal_runner.config import LoraConfig
 from seal_runner.domains.knowledge.data import load_articles
 from seal_runner.domains.knowledge.evaluate import answer_questions, macro_accuracy
 from seal_runner.engines.base import LoraAdapter
@@ -46,21 +46,14 @@ def main() -> None:
     targets = ALL if args.targets == "all" else args.targets.split(",")
     for setting in args.grid.split(","):
         lr, epochs = float(setting.split(":")[0]), int(setting.split(":")[1])
-        cfg = SimpleNamespace(
-            mode="fast",
+        cfg = LoraConfig(
             rank=args.rank,
             alpha=2.0 * args.rank,
-            dropout=0.0,
             target_modules=targets,
             lr=lr,
             epochs=epochs,
             batch_size=1,
             max_length=512,
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            warmup_steps=0,
-            loss_normalization="tokens",
-            append_eos=True,
             adapters_per_batch=len(articles),
         )
         updater = InnerUpdater(cfg, path, tokenizer)

@@ -93,6 +93,7 @@ class LoraConfig:
     loss_normalization: str = "tokens"  # tokens (mean over content tokens) | reference (÷ batch × max_length)
     append_eos: bool = True
     adapters_per_batch: int = 8  # K self-edits trained together over one shared base forward
+    max_tokens_per_forward: int = 4096  # padded tokens per forward pass (rows length-bucketed)
 
 
 @dataclass

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
+from seal_runner.config import LoraConfig
 from seal_runner.engines.base import LoraAdapter, Sampling
 from seal_runner.inner import InnerUpdater
 from seal_runner.lora.trainer import InnerJob
@@ -20,22 +19,15 @@ QUESTION = ("Who was the first warden of the guild?", "Quellin Textile Guild")
 
 @pytest.fixture(scope="module")
 def fact_adapter(smollm2_path, tmp_path_factory) -> LoraAdapter:
-    cfg = SimpleNamespace(
-        mode="fast",
+    cfg = LoraConfig(
         rank=16,
         alpha=32.0,
-        dropout=0.0,
         lr=3e-3,
         epochs=15,
         batch_size=1,
         max_length=128,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        warmup_steps=0,
-        loss_normalization="tokens",
-        append_eos=True,
         adapters_per_batch=1,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     )
     updater = InnerUpdater(cfg, str(smollm2_path), load_tokenizer(str(smollm2_path)))
     root = tmp_path_factory.mktemp("adapters")

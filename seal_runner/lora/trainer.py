@@ -21,6 +21,18 @@ from seal_runner.lora.multi_lora import AdapterSpec, MultiLoraModel
 from seal_runner.lora.optim import StackedAdamW, linear_schedule
 
 
+def _length_buckets(rows: list[tuple[int, list[int]]], max_tokens: int) -> list[list[tuple[int, list[int]]]]:
+    """Split rows, shortest first, into batches whose padded size stays within `max_tokens`."""
+    buckets: list[list[tuple[int, list[int]]]] = []
+    for item in sorted(rows, key=lambda r: len(r[1])):
+        current = buckets[-1] if buckets else None
+        if current is not None and (len(current) + 1) * len(item[1]) <= max_tokens:
+            current.append(item)
+        else:
+            buckets.append([item])
+    return buckets
+
+
 @dataclass
 class InnerJob:
     key: str
@@ -75,31 +87,16 @@ class FastInnerTrainer:
             members = [k for k in range(len(jobs)) if alive[k] and step < len(schedules[k])]
             if not members:
                 break
-            rows, slots = [], []
+            rows = [(k, data[k][i]) for k in members for i in schedules[k][step]]
+            step_loss = self._accumulate_gradients(model, rows, optimizer)
             for k in members:
-                rows += [data[k][i] for i in schedules[k][step]]
-                slots += [k] * len(schedules[k][step])
-            input_ids, attention, labels = pad_batch(rows, self.tokenizer.pad_token_id)
-            slots_t = torch.tensor(slots)
-            with self.lora.router.route(slots_t):
-                logits = model(
-                    input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
-                ).logits
-            losses, valid = token_losses(logits, labels.to(self.device))
-            total = logits.new_zeros((), dtype=torch.float32)
-            for k in members:
-                mine = slots_t.to(self.device) == k
-                denom = self._normaliser(valid[mine], int(mine.sum()))
-                loss_k = losses[mine].sum() / denom
-                if not torch.isfinite(loss_k):
+                if not math.isfinite(step_loss[k]):
                     alive[k] = False
                     results[k].failed = f"non-finite loss at step {step}"
+                    self._zero_slot_grads(k)
                     continue
-                total = total + loss_k
-                results[k].losses.append(loss_k.item())
-                results[k].train_tokens += int(valid[mine].sum())
-            optimizer.zero_grad()
-            total.backward()
+                results[k].losses.append(step_loss[k])
+                results[k].train_tokens += sum(len(row) - 1 for slot, row in rows if slot == k)
             optimizer.clip_grad_norm_(cfg.max_grad_norm)
             lrs = torch.tensor(
                 [cfg.lr * linear_schedule(step, len(s), cfg.warmup_steps) for s in schedules]
@@ -116,12 +113,42 @@ class FastInnerTrainer:
             result.seconds = (time.perf_counter() - start) / len(jobs)
         return results
 
-    def _normaliser(self, valid_rows: torch.Tensor, num_rows: int) -> torch.Tensor | int:
-        """`tokens`: mean over content tokens. `reference`: divide by every position of rows padded to
-        max_length, which reproduces the reference's step size per content token."""
-        if self.cfg.loss_normalization == "reference":
-            return num_rows * (self.cfg.max_length - 1)
-        return valid_rows.sum().clamp(min=1)
+    def _accumulate_gradients(self, model, rows: list[tuple[int, list[int]]], optimizer) -> dict[int, float]:
+        """One optimizer step's gradients for every adapter in `rows` (slot, token ids).
+
+        Rows are sorted by length and cut into forward passes of at most `max_tokens_per_forward`
+        padded tokens, so short self-edit lines are not padded to a passage's length; each adapter's
+        loss is normalised over all of its rows in the step, so the accumulated gradient is exactly
+        that of one big batch.
+        """
+        optimizer.zero_grad()
+        denominators: dict[int, float] = {}
+        for slot, row in rows:
+            per_row = self.cfg.max_length - 1 if self.cfg.loss_normalization == "reference" else len(row) - 1
+            denominators[slot] = denominators.get(slot, 0) + per_row
+        step_loss = dict.fromkeys(denominators, 0.0)
+        for chunk in _length_buckets(rows, self.cfg.max_tokens_per_forward):
+            slots = torch.tensor([slot for slot, _ in chunk])
+            input_ids, attention, labels = pad_batch([row for _, row in chunk], self.tokenizer.pad_token_id)
+            with self.lora.router.route(slots):
+                logits = model(
+                    input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
+                ).logits
+            losses, _ = token_losses(logits, labels.to(self.device))
+            weights = torch.tensor(
+                [1.0 / max(1, denominators[slot]) for slot, _ in chunk], device=self.device
+            )
+            per_row = losses.sum(dim=1) * weights
+            per_row.sum().backward()
+            for (slot, _), value in zip(chunk, per_row.tolist(), strict=True):
+                step_loss[slot] += value
+        return step_loss
+
+    @torch.no_grad()
+    def _zero_slot_grads(self, slot: int) -> None:
+        for p in self.lora.parameters():
+            if p.grad is not None:
+                p.grad[slot] = 0.0
 
     def save(self, slot: int, directory: str | Path, base_name: str) -> Path:
         return self.lora.save_peft(slot, directory, base_name)

@@ -1,0 +1,239 @@
+"""Outer-loop policy update: LoRA SFT on (prompt → kept self-edit), merged into a new full checkpoint.
+
+ReSTEM's M-step in the paper: supervised finetuning of the current policy on the selected pairs with
+the loss on the completion only, LoRA r 64 / α 128 on all seven projections, lr 3e-4, 2 epochs,
+effective batch 10, then merge. The merged checkpoint (model + tokenizer) is the next round's policy,
+so it must load in both vLLM and `from_pretrained`; it appears at `out_dir` only once complete
+(written beside it and renamed), with `sft_done.json` inside as the completion marker, so a rerun
+of a finished round returns the stored stats instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from seal_runner.lora.batching import IGNORE_INDEX, epoch_schedule, pad_batch
+from seal_runner.lora.optim import linear_schedule
+from seal_runner.models import load_causal_lm, load_tokenizer
+from seal_runner.records import write_json
+
+DONE_MARKER = "sft_done.json"
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class SFTConfig:
+    """Defaults are the paper's knowledge-incorporation outer SFT (batch_size × grad_accum = 10)."""
+
+    rank: int = 64
+    alpha: float = 128.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ALL_PROJECTIONS
+    lr: float = 3e-4
+    epochs: int = 2
+    batch_size: int = 5  # micro-batch
+    grad_accum: int = 2
+    max_length: int = 2048
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    gradient_checkpointing: bool = False  # trade compute for activation memory on large models
+
+
+Example = tuple[list[int], list[int]]
+
+
+def build_sft_example(tokenizer, prompt_text: str, completion_text: str, max_length: int) -> Example | None:
+    """(input_ids, labels) with labels -100 over the prompt and the completion + EOS ids labelled.
+
+    The prompt is tokenised exactly as the generation engines tokenise it (special tokens added by
+    the tokenizer's own rule), the completion separately without special tokens, so the boundary is
+    exact and the policy is trained on the token prefix it actually sampled from. EOS teaches it to
+    stop; for chat models EOS is the end-of-turn token. An over-long completion loses its tail (and
+    EOS). None when the prompt leaves no room for a single completion token.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; the completion's end could not be learned")
+    prompt = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
+    if len(prompt) >= max_length:
+        return None
+    completion = tokenizer(completion_text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    completion = completion[: max_length - len(prompt)]
+    return prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> tuple[list[Example], int]:
+    """Examples that fit, and how many pairs were dropped because their prompt alone fills max_length."""
+    built = [build_sft_example(tokenizer, p, c, max_length) for p, c in pairs]
+    examples = [e for e in built if e is not None]
+    return examples, len(built) - len(examples)
+
+
+def wrap_lora(model, cfg: SFTConfig):
+    """A PEFT LoRA wrapper around `model` (mutated in place); A initialised from `cfg.seed`."""
+    from peft import LoraConfig, get_peft_model
+
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(cfg.seed)
+    lora = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def completion_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean next-token cross-entropy over labelled positions; only those rows are upcast to fp32,
+    so a large vocabulary does not cost a full fp32 copy of the logits."""
+    targets = labels[:, 1:]
+    valid = targets != IGNORE_INDEX
+    picked = logits[:, :-1][valid].float()
+    return torch.nn.functional.cross_entropy(picked, targets[valid]), int(valid.sum())
+
+
+def step_groups(num_examples: int, cfg: SFTConfig) -> list[list[list[int]]]:
+    """Optimizer steps as lists of micro-batches of example indices. Order is reshuffled every epoch
+    from (seed, epoch); accumulation groups never straddle epochs, so an epoch's last step may hold
+    fewer micro-batches (and its last micro-batch fewer examples)."""
+    micro = epoch_schedule(num_examples, cfg.epochs, cfg.batch_size, cfg.seed)
+    per_epoch = math.ceil(num_examples / cfg.batch_size)
+    steps = []
+    for start in range(0, len(micro), per_epoch):
+        epoch = micro[start : start + per_epoch]
+        steps += [epoch[i : i + cfg.grad_accum] for i in range(0, len(epoch), cfg.grad_accum)]
+    return steps
+
+
+def train_lora(peft_model, examples: list[Example], cfg: SFTConfig, pad_id: int) -> dict:
+    """AdamW + linear decay over the examples; returns per-step losses (mean of micro-batch losses)
+    and pre-clip gradient norms. Each micro-batch's loss is its mean over labelled tokens, weighted
+    1/len(step) in the accumulated gradient. Raises on a non-finite loss before touching the weights."""
+    device = next(peft_model.parameters()).device
+    steps = step_groups(len(examples), cfg)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: linear_schedule(s, len(steps), cfg.warmup_steps)
+    )
+    losses, grad_norms, tokens = [], [], 0
+    peft_model.train()
+    for step, group in enumerate(steps):
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for micro in group:
+            input_ids, attention, _ = pad_batch([examples[i][0] for i in micro], pad_id)
+            labels, _, _ = pad_batch([examples[i][1] for i in micro], IGNORE_INDEX)
+            logits = peft_model(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
+            ).logits
+            loss, count = completion_loss(logits, labels.to(device))
+            if not torch.isfinite(loss):
+                raise RuntimeError(
+                    f"non-finite SFT loss ({loss.item()}) at optimizer step {step + 1}/{len(steps)}; "
+                    "lower sft lr or check the pairs"
+                )
+            (loss / len(group)).backward()
+            step_loss += loss.item() / len(group)
+            tokens += count
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
+        optimizer.step()
+        scheduler.step()
+        losses.append(step_loss)
+    optimizer.zero_grad(set_to_none=True)
+    peft_model.eval()
+    return {"steps": len(steps), "losses": losses, "grad_norms": grad_norms, "label_tokens": tokens}
+
+
+def read_done(out_dir: Path) -> dict | None:
+    """The stats stored by a finished `train_sft` into `out_dir`, or None if it never finished."""
+    marker = Path(out_dir) / DONE_MARKER
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def merge_and_save(peft_model, tokenizer, out_dir: Path, stats: dict, started: float | None = None) -> Path:
+    """Merge the adapter into the base weights and publish model + tokenizer + marker at `out_dir`.
+
+    Everything is written into a temp dir beside `out_dir` (same filesystem), the marker last, then
+    renamed into place: a crash leaves either no `out_dir` or a complete one. With `started` (a
+    `time.perf_counter()` value) `stats["seconds"]` is set to the time elapsed up to the marker.
+    """
+    merged = peft_model.merge_and_unload(safe_merge=True)  # safe_merge: refuse NaN-producing merges
+    if getattr(merged, "is_gradient_checkpointing", False):
+        merged.gradient_checkpointing_disable()
+    merged.eval()
+    staging = out_dir.parent / f".{out_dir.name}.sft-tmp-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()  # unlike mkdtemp (mode 0700), honours the umask so other readers can load it
+    try:
+        merged.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        if started is not None:
+            stats["seconds"] = time.perf_counter() - started
+        write_json(staging / DONE_MARKER, stats)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked in train_sft); a non-empty dir makes rmdir raise
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def train_sft(
+    model_path: str,
+    pairs: list[tuple[str, str]],
+    out_dir: Path,
+    cfg: SFTConfig,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> dict:
+    """SFT `model_path` on (formatted prompt, completion) pairs; save the merged policy at `out_dir`.
+
+    Returns stats: examples, dropped, steps, losses (per optimizer step), final_loss, grad_norms,
+    label_tokens, seconds (load + train + merge + save), config, resumed. A finished `out_dir` (marker present) is not retrained: its stored
+    stats come back with `resumed: True`. One writer per `out_dir` is assumed.
+    """
+    out_dir = Path(out_dir)
+    done = read_done(out_dir)
+    if done is not None:
+        return {**done, "resumed": True}
+    if not pairs:
+        raise ValueError("train_sft got no (prompt, completion) pairs")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists without {DONE_MARKER}; not overwriting it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.sft-tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run killed mid-save
+
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(model_path)
+    examples, dropped = encode_pairs(tokenizer, pairs, cfg.max_length)
+    if not examples:
+        raise ValueError(
+            f"all {len(pairs)} pairs were dropped: every prompt fills max_length={cfg.max_length}"
+        )
+    peft_model = wrap_lora(load_causal_lm(model_path, dtype=dtype, device=device), cfg)
+    trained = train_lora(peft_model, examples, cfg, tokenizer.pad_token_id)
+    stats = {
+        "model_path": str(model_path),
+        "examples": len(examples),
+        "dropped": dropped,
+        **trained,
+        "final_loss": trained["losses"][-1],
+        "config": {**asdict(cfg), "target_modules": list(cfg.target_modules)},
+        "resumed": False,
+    }
+    merge_and_save(peft_model, tokenizer, out_dir, stats, started=start)  # sets stats["seconds"]
+    return stats

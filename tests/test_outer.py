@@ -1,0 +1,196 @@
+"""Outer-loop SFT on the tiny random Llama: label masks, learning, merge fidelity, atomic save, resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from seal_runner import outer
+from seal_runner.lora.batching import IGNORE_INDEX, pad_batch
+from seal_runner.models import load_causal_lm, load_tokenizer
+from seal_runner.outer import (
+    DONE_MARKER,
+    SFTConfig,
+    build_sft_example,
+    completion_loss,
+    encode_pairs,
+    merge_and_save,
+    step_groups,
+    train_lora,
+    train_sft,
+    wrap_lora,
+)
+
+COMPLETIONS = [
+    "The tower was finished in 1889.",
+    "Implications:\n1. Paris hosts the tower.\n2. It is made of iron.",
+    "Rivers flow to the sea.",
+    "Question 1: Who built it?\nAnswer: Eiffel's company.",
+]
+FAST = SFTConfig(rank=16, alpha=32.0, lr=1e-2, epochs=10, batch_size=2, grad_accum=1, max_length=128)
+
+
+def chat_prompt(tokenizer, text: str) -> str:
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls on 2 cores shared with another job run ~30x slower with 2 OpenMP threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def pairs(tokenizer) -> list[tuple[str, str]]:
+    return [(chat_prompt(tokenizer, f"Passage {i}: read and edit."), c) for i, c in enumerate(COMPLETIONS)]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, pairs, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("sft") / "policy"
+    return out, train_sft(str(tiny_model_dir), pairs, out, FAST)
+
+
+def test_labels_mask_exactly_the_prompt(tokenizer, pairs):
+    prompt, completion = pairs[1]
+    input_ids, labels = build_sft_example(tokenizer, prompt, completion, max_length=128)
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    n_completion = len(tokenizer(completion, add_special_tokens=False)["input_ids"]) + 1
+    assert len(input_ids) == len(labels) == len(prompt_ids) + n_completion
+    assert input_ids[: len(prompt_ids)] == prompt_ids
+    assert labels[: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
+    labelled = labels[len(prompt_ids) :]
+    assert IGNORE_INDEX not in labelled and labelled == input_ids[len(prompt_ids) :]
+    assert labelled[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(labelled) == completion + tokenizer.eos_token
+
+
+def test_long_completion_truncated_long_prompt_dropped(tokenizer, pairs):
+    prompt, completion = pairs[1]
+    n_prompt = len(tokenizer(prompt)["input_ids"])
+    input_ids, labels = build_sft_example(tokenizer, prompt, completion, max_length=n_prompt + 3)
+    assert len(input_ids) == n_prompt + 3
+    assert sum(label != IGNORE_INDEX for label in labels) == 3 and labels[-1] != tokenizer.eos_token_id
+    assert build_sft_example(tokenizer, prompt, completion, max_length=n_prompt) is None
+    examples, dropped = encode_pairs(tokenizer, pairs + [("word " * 200, "x")], max_length=128)
+    assert (len(examples), dropped) == (4, 1)
+
+
+def test_step_groups_cover_each_epoch_once():
+    cfg = SFTConfig(epochs=2, batch_size=2, grad_accum=2, seed=3)
+    steps = step_groups(5, cfg)
+    assert [len(s) for s in steps] == [2, 1, 2, 1]  # groups never straddle the epoch boundary
+    for epoch in (steps[:2], steps[2:]):
+        assert sorted(i for group in epoch for micro in group for i in micro) == list(range(5))
+    paper = step_groups(50, SFTConfig())  # 50 pairs, micro 5 × accum 2, 2 epochs → 10 steps of 10
+    assert len(paper) == 10 and all(sum(len(m) for m in g) == 10 for g in paper)
+
+
+def test_training_lowers_completion_loss(trained):
+    _, stats = trained
+    assert stats["resumed"] is False
+    assert (stats["examples"], stats["dropped"], stats["steps"]) == (4, 0, 20)
+    assert len(stats["losses"]) == 20 and all(math.isfinite(x) for x in stats["losses"])
+    assert stats["final_loss"] == stats["losses"][-1]
+    # A random 64-wide model with frozen norms and tied embeddings has logits of scale ~1, so LoRA
+    # cannot take it far below ln(vocab) ≈ 10.8: a fall of several tenths is the signal here.
+    first_epoch, last_epoch = stats["losses"][:2], stats["losses"][-2:]
+    assert sum(last_epoch) / 2 < sum(first_epoch) / 2 - 0.4
+
+
+def test_merged_checkpoint_loads_and_changes_only_targets(trained, tiny_model_dir, tokenizer, pairs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, _ = trained
+    examples, _ = encode_pairs(tokenizer, pairs, FAST.max_length)
+    input_ids, attention, _ = pad_batch([e[0] for e in examples], tokenizer.pad_token_id)
+    labels, _, _ = pad_batch([e[1] for e in examples], IGNORE_INDEX)
+    with torch.no_grad():
+        loss_after = completion_loss(
+            AutoModelForCausalLM.from_pretrained(out)(input_ids, attention).logits, labels
+        )
+        loss_before = completion_loss(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids, attention).logits, labels
+        )
+    assert loss_after[0] < loss_before[0] - 0.4 and loss_after[1] == loss_before[1]
+    assert (out / DONE_MARKER).exists() and (out / "config.json").exists()
+    assert list(out.glob("*.safetensors"))
+    assert not list(out.parent.glob(".policy.sft-tmp-*"))
+    merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert not any("lora" in k for k in merged) and merged.keys() == start.keys()
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"):
+        assert not torch.equal(merged[name], start[name])
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.0.input_layernorm.weight"):
+        assert torch.equal(merged[name], start[name])
+    saved, original = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert saved.chat_template == original.chat_template and saved.eos_token == original.eos_token
+
+
+def test_merged_logits_match_peft_logits(tiny_model_dir, tokenizer, pairs, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = SFTConfig(rank=8, alpha=16.0, lr=1e-2, epochs=1, batch_size=2, grad_accum=2, max_length=128)
+    examples, _ = encode_pairs(tokenizer, pairs, cfg.max_length)
+    losses = []
+    for _ in range(2):  # same seed, same trajectory
+        peft_model = wrap_lora(load_causal_lm(str(tiny_model_dir), device="cpu"), cfg)
+        losses.append(train_lora(peft_model, examples, cfg, tokenizer.pad_token_id)["losses"])
+    assert losses[0] == losses[1]
+    probe = torch.tensor([examples[1][0]])
+    with torch.no_grad():
+        before = peft_model(input_ids=probe).logits
+    merge_and_save(peft_model, tokenizer, tmp_path / "merged", {"note": "test"})
+    with torch.no_grad():
+        after = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(input_ids=probe).logits
+    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
+
+
+def test_resume_returns_stored_stats_without_training(trained, tiny_model_dir, pairs, monkeypatch):
+    out, first = trained
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a finished out_dir must not load or train anything")
+
+    monkeypatch.setattr(outer, "load_causal_lm", no_loading)
+    monkeypatch.setattr(outer, "load_tokenizer", no_loading)
+    again = train_sft(str(tiny_model_dir), pairs, out, FAST)
+    assert again["resumed"] is True
+    assert again["losses"] == first["losses"] and again["seconds"] == first["seconds"]
+
+
+def test_invalid_inputs_and_non_finite_loss(tiny_model_dir, pairs, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="no \\(prompt, completion\\) pairs"):
+        train_sft(str(tiny_model_dir), [], tmp_path / "a", FAST)
+    with pytest.raises(ValueError, match="all 4 pairs were dropped"):
+        train_sft(str(tiny_model_dir), pairs, tmp_path / "b", SFTConfig(max_length=4))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "stray.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        train_sft(str(tiny_model_dir), pairs, tmp_path / "c", FAST)
+
+    real = outer.completion_loss
+
+    def nan_at_second_step(logits, labels):
+        loss, count = real(logits, labels)
+        nan_at_second_step.calls += 1
+        return (loss * math.nan if nan_at_second_step.calls == 2 else loss), count
+
+    nan_at_second_step.calls = 0
+    monkeypatch.setattr(outer, "completion_loss", nan_at_second_step)
+    with pytest.raises(RuntimeError, match="non-finite SFT loss .* at optimizer step 2/20"):
+        train_sft(str(tiny_model_dir), pairs, tmp_path / "d", FAST)
+    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.sft-tmp-*"))
