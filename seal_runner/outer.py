@@ -10,7 +10,9 @@ of a finished round returns the stored stats instead of training again.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -24,6 +26,8 @@ from seal_runner.lora.batching import IGNORE_INDEX, epoch_schedule, pad_batch
 from seal_runner.lora.optim import linear_schedule
 from seal_runner.models import load_causal_lm, load_tokenizer
 from seal_runner.records import write_json
+
+log = logging.getLogger(__name__)
 
 DONE_MARKER = "sft_done.json"
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -120,7 +124,7 @@ def step_groups(num_examples: int, cfg: SFTConfig) -> list[list[list[int]]]:
 def train_lora(peft_model, examples: list[Example], cfg: SFTConfig, pad_id: int) -> dict:
     """AdamW + linear decay over the examples; returns per-step losses (mean of micro-batch losses)
     and pre-clip gradient norms. Each micro-batch's loss is its mean over labelled tokens, weighted
-    1/len(step) in the accumulated gradient. Raises on a non-finite loss before touching the weights."""
+    1/len(step) in the accumulated gradient. A non-finite loss raises before that step's update."""
     device = next(peft_model.parameters()).device
     steps = step_groups(len(examples), cfg)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -155,6 +159,11 @@ def train_lora(peft_model, examples: list[Example], cfg: SFTConfig, pad_id: int)
     optimizer.zero_grad(set_to_none=True)
     peft_model.eval()
     return {"steps": len(steps), "losses": losses, "grad_norms": grad_norms, "label_tokens": tokens}
+
+
+def pairs_digest(pairs: list[tuple[str, str]]) -> str:
+    """Fingerprint of the training pairs, stored with the stats so a resume can tell if they changed."""
+    return hashlib.sha256(json.dumps([list(p) for p in pairs], ensure_ascii=False).encode()).hexdigest()
 
 
 def read_done(out_dir: Path) -> dict | None:
@@ -202,12 +211,17 @@ def train_sft(
     """SFT `model_path` on (formatted prompt, completion) pairs; save the merged policy at `out_dir`.
 
     Returns stats: examples, dropped, steps, losses (per optimizer step), final_loss, grad_norms,
-    label_tokens, seconds (load + train + merge + save), config, resumed. A finished `out_dir` (marker present) is not retrained: its stored
-    stats come back with `resumed: True`. One writer per `out_dir` is assumed.
+    label_tokens (labelled positions over all epochs), seconds (load + train + merge + save),
+    config, pairs_sha256, resumed. A finished `out_dir` (marker present) is not retrained: its stored
+    stats come back with `resumed: True` (a warning is logged if the pairs differ from the stored
+    run's). One writer per `out_dir` is assumed.
     """
     out_dir = Path(out_dir)
+    digest = pairs_digest(pairs)
     done = read_done(out_dir)
     if done is not None:
+        if done.get("pairs_sha256") != digest:
+            log.warning("%s was trained on other pairs than these; keeping the finished checkpoint", out_dir)
         return {**done, "resumed": True}
     if not pairs:
         raise ValueError("train_sft got no (prompt, completion) pairs")
@@ -233,6 +247,7 @@ def train_sft(
         **trained,
         "final_loss": trained["losses"][-1],
         "config": {**asdict(cfg), "target_modules": list(cfg.target_modules)},
+        "pairs_sha256": digest,
         "resumed": False,
     }
     merge_and_save(peft_model, tokenizer, out_dir, stats, started=start)  # sets stats["seconds"]

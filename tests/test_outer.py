@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def test_merged_logits_match_peft_logits(tiny_model_dir, tokenizer, pairs, tmp_p
     assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
 
 
-def test_resume_returns_stored_stats_without_training(trained, tiny_model_dir, pairs, monkeypatch):
+def test_resume_returns_stored_stats_without_training(trained, tiny_model_dir, pairs, monkeypatch, caplog):
     out, first = trained
 
     def no_loading(*args, **kwargs):
@@ -170,6 +171,9 @@ def test_resume_returns_stored_stats_without_training(trained, tiny_model_dir, p
     again = train_sft(str(tiny_model_dir), pairs, out, FAST)
     assert again["resumed"] is True
     assert again["losses"] == first["losses"] and again["seconds"] == first["seconds"]
+    with caplog.at_level(logging.WARNING, logger="seal_runner.outer"):
+        other = train_sft(str(tiny_model_dir), pairs[:2], out, FAST)
+    assert other["resumed"] is True and "other pairs" in caplog.text
 
 
 def test_invalid_inputs_and_non_finite_loss(tiny_model_dir, pairs, tmp_path, monkeypatch):
@@ -194,3 +198,16 @@ def test_invalid_inputs_and_non_finite_loss(tiny_model_dir, pairs, tmp_path, mon
     with pytest.raises(RuntimeError, match="non-finite SFT loss .* at optimizer step 2/20"):
         train_sft(str(tiny_model_dir), pairs, tmp_path / "d", FAST)
     assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.sft-tmp-*"))
+
+
+def test_gradient_checkpointing_same_trajectory(tiny_model_dir, tokenizer, pairs):
+    examples, _ = encode_pairs(tokenizer, pairs, 128)
+    runs = []
+    for checkpointing in (False, True):
+        cfg = SFTConfig(
+            rank=8, alpha=16.0, lr=1e-2, epochs=1, batch_size=2, gradient_checkpointing=checkpointing
+        )
+        peft_model = wrap_lora(load_causal_lm(str(tiny_model_dir), device="cpu"), cfg)
+        assert peft_model.get_base_model().is_gradient_checkpointing is checkpointing
+        runs.append(train_lora(peft_model, examples, cfg, tokenizer.pad_token_id)["losses"])
+    assert runs[0] == pytest.approx(runs[1], abs=1e-5)
