@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 # stage name -> module under seal_runner.stages exposing `run(cfg) -> dict`
 STAGES = {
     "evaluate": "evaluate",
+    "restem": "restem",
 }
 
 register_configs()

@@ -72,6 +72,10 @@ class RestemConfig:
     selection: str = "best_of_k"  # best_of_k | positive_gain | threshold
     threshold: float = 0.0
     contexts_per_round: int = 50
+    # Training contexts: this file (null = domain.data_path) from train_start on; when it is the same
+    # file as the held-out set, the pool starts after the held-out slice so the two never overlap.
+    train_data_path: str | None = None
+    train_start: int = 0
 
 
 @dataclass
@@ -94,6 +98,29 @@ class LoraConfig:
     append_eos: bool = True
     adapters_per_batch: int = 8  # K self-edits trained together over one shared base forward
     max_tokens_per_forward: int = 4096  # padded tokens per forward pass (rows length-bucketed)
+
+
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class SFTConfig:
+    """Outer-loop policy update; defaults are the paper's knowledge SFT (batch_size x grad_accum = 10)."""
+
+    rank: int = 64
+    alpha: float = 128.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+    lr: float = 3e-4
+    epochs: int = 2
+    batch_size: int = 5  # micro-batch
+    grad_accum: int = 2
+    max_length: int = 2048
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    gradient_checkpointing: bool = False  # trade compute for activation memory on large models
 
 
 @dataclass
@@ -150,6 +177,7 @@ class SealConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     restem: RestemConfig = MISSING
     lora: LoraConfig = MISSING
+    sft: SFTConfig = MISSING
     engine: Any = MISSING
     grader: Any = MISSING
     logger: LoggerConfig = MISSING
@@ -166,6 +194,7 @@ def register_configs() -> None:
         ("selfedit_prompt", "schema", SelfEditPromptConfig),
         ("restem", "schema", RestemConfig),
         ("lora", "schema", LoraConfig),
+        ("sft", "schema", SFTConfig),
         ("engine", "vllm_schema", VLLMEngineConfig),
         ("engine", "hf_schema", HFEngineConfig),
         ("grader", "lexical_schema", LexicalGraderConfig),

@@ -17,11 +17,12 @@ import math
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from seal_runner.config import SFTConfig
 from seal_runner.lora.batching import IGNORE_INDEX, epoch_schedule, pad_batch
 from seal_runner.lora.optim import linear_schedule
 from seal_runner.models import load_causal_lm, load_tokenizer
@@ -30,27 +31,6 @@ from seal_runner.records import write_json
 log = logging.getLogger(__name__)
 
 DONE_MARKER = "sft_done.json"
-ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class SFTConfig:
-    """Defaults are the paper's knowledge-incorporation outer SFT (batch_size × grad_accum = 10)."""
-
-    rank: int = 64
-    alpha: float = 128.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ALL_PROJECTIONS
-    lr: float = 3e-4
-    epochs: int = 2
-    batch_size: int = 5  # micro-batch
-    grad_accum: int = 2
-    max_length: int = 2048
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    gradient_checkpointing: bool = False  # trade compute for activation memory on large models
 
 
 Example = tuple[list[int], list[int]]

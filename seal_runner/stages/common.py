@@ -28,9 +28,13 @@ class RunContext:
 
     def engine(self):
         """Built once per run: vLLM start-up costs tens of seconds."""
+        return self.engine_for(self.model_path)
+
+    def engine_for(self, model_path: str):
+        """An engine serving `model_path` (the outer loop builds one per policy)."""
         return instantiate(
             self.cfg.engine,
-            model_path=self.model_path,
+            model_path=model_path,
             max_model_len=self.cfg.model.max_model_len,
             dtype=self.cfg.model.dtype,
             seed=self.cfg.seed,

@@ -16,13 +16,10 @@ import time
 from omegaconf import DictConfig
 
 from seal_runner.domains.knowledge.data import load_articles
-from seal_runner.domains.knowledge.evaluate import answer_questions, macro_accuracy, micro_accuracy
-from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
-from seal_runner.engines.base import LoraAdapter, Sampling
-from seal_runner.inner import InnerUpdater
+from seal_runner.domains.knowledge.evaluate import macro_accuracy, micro_accuracy
+from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
 from seal_runner.lora.trainer import InnerJob
-from seal_runner.prompts import selfedit_prompt
-from seal_runner.records import append_jsonl, derive_seed, read_jsonl, write_json
+from seal_runner.records import derive_seed, write_json
 from seal_runner.stages.common import setup_run, versions
 
 log = logging.getLogger(__name__)
@@ -45,116 +42,44 @@ def run(cfg: DictConfig) -> dict:
     engine = ctx.engine()
     timings: dict[str, float] = {}
 
-    # 1. Self-edits: one per article, seeded per article so a rerun samples the same text.
     t0 = time.perf_counter()
-    edits_path = ctx.run_dir / "self_edits.jsonl"
-    edits = {r["article"]: r for r in read_jsonl(edits_path)}
-    todo = [a for a in articles if a.index not in edits] if "selfedit" in cfg.conditions else []
-    if todo:
-        prompts = [
-            ctx.formatter(
-                selfedit_prompt(
-                    cfg.selfedit_prompt.template,
-                    cfg.selfedit_prompt.instruction,
-                    cfg.selfedit_prompt.header,
-                    a.title,
-                    a.context,
-                )
-            )
-            for a in todo
-        ]
-        sampling = Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
-        seeds = [derive_seed(cfg.seed, "selfedit", a.index, 0) for a in todo]
-        completions = engine.generate(prompts, sampling, seeds=seeds)
-        new = []
-        for a, prompt, c in zip(todo, prompts, completions, strict=True):
-            sequences = selfedit_to_sequences(
-                c.text,
-                a.title,
-                a.context,
-                separator=d.split_separator,
-                split_newlines=d.split_newlines,
-                drop_preamble=d.drop_preamble,
-                title_prefix=d.title_prefix,
-                append_passage=d.append_passage,
-            )
-            status = "empty" if not c.text.strip() else ("truncated" if c.finish_reason == "length" else "ok")
-            new.append(
-                {
-                    "article": a.index,
-                    "title": a.title,
-                    "prompt": prompt,
-                    "text": c.text.strip(),
-                    "num_tokens": c.num_tokens,
-                    "status": status,
-                    "sequences": sequences,
-                }
-            )
-        append_jsonl(edits_path, new)
-        edits.update({r["article"]: r for r in new})
+    samples = 1 if "selfedit" in cfg.conditions else 0
+    edits = sample_selfedits(
+        cfg, engine, ctx.formatter, articles, samples, ctx.run_dir / "self_edits.jsonl", "eval"
+    )
+    edits = {article: r for (article, _), r in edits.items()}
     timings["sampling_s"] = time.perf_counter() - t0
 
-    # 2. Inner updates for every (condition, article) that trains.
     t0 = time.perf_counter()
-    updates_path = ctx.run_dir / "updates.jsonl"
-    updates = {r["key"]: r for r in read_jsonl(updates_path)}
-    jobs = []
-    for a in articles:
-        for condition in (c for c in cfg.conditions if c != "base"):
-            key = f"{condition}-{a.index:04d}"
-            if key in updates:
-                continue
-            sequences = [f"{a.title}\n{a.context}"] if condition == "passage" else edits[a.index]["sequences"]
-            if not sequences:
-                append_jsonl(
-                    updates_path, [{"key": key, "failed": "self-edit produced no training sequences"}]
-                )
-                continue
-            jobs.append(InnerJob(key, sequences, derive_seed(cfg.seed, "inner", condition, a.index)))
-    if jobs:
-        updater = InnerUpdater(cfg.lora, ctx.model_path, ctx.tokenizer, cfg.device, cfg.model.dtype)
-        for job, result, path in updater.run(jobs, ctx.run_dir / "adapters"):
-            record = {
-                "key": job.key,
-                "sequences": len(job.sequences),
-                "steps": result.steps,
-                "train_tokens": result.train_tokens,
-                "seconds": result.seconds,
-                "first_loss": result.losses[0] if result.losses else None,
-                "final_loss": result.final_loss,
-                "failed": result.failed,
-                "adapter": str(path) if path else None,
-            }
-            append_jsonl(updates_path, [record])
-            updates[job.key] = record
-            ctx.tracker.log(
-                {"inner/final_loss": result.final_loss or float("nan"), "inner/seconds": result.seconds}
-            )
-        del updater
+    trained = [c for c in cfg.conditions if c != "base"]
+    jobs = [
+        InnerJob(
+            f"{c}-{a.index:04d}",
+            [f"{a.title}\n{a.context}"] if c == "passage" else edits[a.index]["sequences"],
+            derive_seed(cfg.seed, "inner", c, a.index),
+        )
+        for a in articles
+        for c in trained
+    ]
+    updates = train_adapters(
+        cfg,
+        ctx.model_path,
+        ctx.tokenizer,
+        jobs,
+        ctx.run_dir / "updates.jsonl",
+        ctx.run_dir / "adapters",
+        ctx.tracker,
+    )
     timings["inner_s"] = time.perf_counter() - t0
 
-    # 3. QA for every (condition, article) not yet graded; the base model's answers are computed once.
     t0 = time.perf_counter()
-    results_path = ctx.run_dir / "results.jsonl"
-    results = read_jsonl(results_path)
-    graded = {(r["condition"], r["article"]) for r in results}
-    units = []
-    for a in articles:
-        for condition in cfg.conditions:
-            if (condition, a.index) in graded:
-                continue
-            if condition == "base":
-                units.append((condition, a, None))
-                continue
-            update = updates.get(f"{condition}-{a.index:04d}", {})
-            if update.get("adapter"):
-                units.append(
-                    (condition, a, LoraAdapter(f"{ctx.run_dir.name}/{update['key']}", update["adapter"]))
-                )
-    if units:
-        new = answer_questions(engine, ctx.grader(), ctx.formatter, units, d.qa_max_tokens, d.topic_prefix)
-        append_jsonl(results_path, new)
-        results += new
+    units = [("base", a, None) for a in articles] if "base" in cfg.conditions else []
+    for c in trained:
+        for a in articles:
+            adapter = adapter_for(updates.get(f"{c}-{a.index:04d}"), ctx.run_dir.name)
+            if adapter is not None:
+                units.append((c, a, adapter))
+    results = answer_units(cfg, engine, ctx.grader(), ctx.formatter, units, ctx.run_dir / "results.jsonl")
     timings["eval_s"] = time.perf_counter() - t0
     engine.close()
 

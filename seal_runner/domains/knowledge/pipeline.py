@@ -1,0 +1,137 @@
+"""The knowledge domain's three resumable steps, shared by the evaluate and restem stages.
+
+Each step appends its records to a JSONL file as it goes and skips units already on disk:
+  sample_selfedits  (article, sample) -> self-edit text and its training sequences
+  train_adapters    job key -> inner-update record with the adapter directory
+  answer_units      (condition, article) -> graded answers to every question
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from seal_runner.domains.knowledge.data import Article
+from seal_runner.domains.knowledge.evaluate import answer_questions
+from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
+from seal_runner.engines.base import LoraAdapter, Sampling
+from seal_runner.inner import InnerUpdater
+from seal_runner.lora.trainer import InnerJob
+from seal_runner.prompts import selfedit_prompt
+from seal_runner.records import append_jsonl, derive_seed, read_jsonl
+
+
+def selfedit_prompt_for(cfg: DictConfig, formatter, article: Article) -> str:
+    p = cfg.selfedit_prompt
+    return formatter(selfedit_prompt(p.template, p.instruction, p.header, article.title, article.context))
+
+
+def sequences_for(cfg: DictConfig, article: Article, text: str) -> list[str]:
+    d = cfg.domain
+    return selfedit_to_sequences(
+        text,
+        article.title,
+        article.context,
+        separator=d.split_separator,
+        split_newlines=d.split_newlines,
+        drop_preamble=d.drop_preamble,
+        title_prefix=d.title_prefix,
+        append_passage=d.append_passage,
+    )
+
+
+def sample_selfedits(
+    cfg: DictConfig, engine, formatter, articles: list[Article], samples: int, path: Path, seed_tag: object
+) -> dict[tuple[int, int], dict]:
+    """`samples` self-edits per article, each seeded from (run seed, seed_tag, article, sample)."""
+    done = {(r["article"], r["sample"]): r for r in read_jsonl(path)}
+    todo = [(a, s) for a in articles for s in range(samples) if (a.index, s) not in done]
+    if todo:
+        prompts = [selfedit_prompt_for(cfg, formatter, a) for a, _ in todo]
+        sampling = Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
+        seeds = [derive_seed(cfg.seed, "selfedit", seed_tag, a.index, s) for a, s in todo]
+        completions = engine.generate(prompts, sampling, seeds=seeds)
+        new = []
+        for (a, s), prompt, c in zip(todo, prompts, completions, strict=True):
+            text = c.text.strip()
+            status = "empty" if not text else ("truncated" if c.finish_reason == "length" else "ok")
+            new.append(
+                {
+                    "article": a.index,
+                    "sample": s,
+                    "title": a.title,
+                    "prompt": prompt,
+                    "text": text,
+                    "num_tokens": c.num_tokens,
+                    "status": status,
+                    "sequences": sequences_for(cfg, a, text),
+                }
+            )
+        append_jsonl(path, new)
+        done.update({(r["article"], r["sample"]): r for r in new})
+    return done
+
+
+def train_adapters(
+    cfg: DictConfig, model_path: str, tokenizer, jobs: list[InnerJob], path: Path, adapter_root: Path, tracker
+) -> dict[str, dict]:
+    """Inner updates for jobs not yet recorded; a job with no sequences is recorded as failed."""
+    done = {r["key"]: r for r in read_jsonl(path)}
+    todo = []
+    for job in jobs:
+        if job.key in done:
+            continue
+        if not job.sequences:
+            record = {"key": job.key, "failed": "self-edit produced no training sequences", "adapter": None}
+            append_jsonl(path, [record])
+            done[job.key] = record
+        else:
+            todo.append(job)
+    if not todo:
+        return done
+    updater = InnerUpdater(cfg.lora, model_path, tokenizer, cfg.device, cfg.model.dtype)
+    for job, result, adapter in updater.run(todo, adapter_root):
+        record = {
+            "key": job.key,
+            "sequences": len(job.sequences),
+            "steps": result.steps,
+            "train_tokens": result.train_tokens,
+            "seconds": result.seconds,
+            "first_loss": result.losses[0] if result.losses else None,
+            "final_loss": result.final_loss,
+            "failed": result.failed,
+            "adapter": str(adapter) if adapter else None,
+        }
+        append_jsonl(path, [record])
+        done[job.key] = record
+        tracker.log({"inner/final_loss": result.final_loss or float("nan"), "inner/seconds": result.seconds})
+    return done
+
+
+def answer_units(
+    cfg: DictConfig,
+    engine,
+    grader,
+    formatter,
+    units: list[tuple[str, Article, LoraAdapter | None]],
+    path: Path,
+) -> list[dict]:
+    """Graded answers for every (condition, article, adapter) unit not yet on disk; returns all records."""
+    records = read_jsonl(path)
+    graded = {(r["condition"], r["article"]) for r in records}
+    todo = [u for u in units if (u[0], u[1].index) not in graded]
+    if todo:
+        new = answer_questions(
+            engine, grader, formatter, todo, cfg.domain.qa_max_tokens, cfg.domain.topic_prefix
+        )
+        append_jsonl(path, new)
+        records += new
+    return records
+
+
+def adapter_for(update: dict | None, namespace: str) -> LoraAdapter | None:
+    """The engine handle for a recorded update; None when the update failed (the unit is skipped)."""
+    if not update or not update.get("adapter"):
+        return None
+    return LoraAdapter(f"{namespace}/{update['key']}", update["adapter"])

@@ -1,0 +1,244 @@
+"""`stage=restem`: SEAL's outer loop (ReSTEM = rejection sampling + SFT) for knowledge incorporation.
+
+Round r, with policy_r (round 0 = the starting model):
+  1. held-out evaluation of policy_r: base accuracy and accuracy after its own self-edit;
+  2. sample `samples_per_context` self-edits per training context with policy_r;
+  3. reward each with `inner_seeds` independent inner updates on policy_r (mean adapted accuracy);
+  4. select per context (`restem.selection`), SFT policy_r on (self-edit prompt -> chosen self-edit),
+     merge -> policy_{r+1}.
+After the last round the final policy is evaluated too. Everything lives under round_<r>/ and
+eval/round_<r>/ in the run dir and is skipped on a rerun once on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from seal_runner.config import SFTConfig
+from seal_runner.domains.knowledge.data import Article, load_articles
+from seal_runner.domains.knowledge.evaluate import article_accuracies, macro_accuracy
+from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
+from seal_runner.lora.trainer import InnerJob
+from seal_runner.records import derive_seed, write_json
+from seal_runner.selection import reward_stats, select
+from seal_runner.stages.common import RunContext, setup_run, versions
+
+log = logging.getLogger(__name__)
+
+
+def training_contexts(cfg: DictConfig, heldout: list[Article]) -> list[Article]:
+    d, r = cfg.domain, cfg.restem
+    path = r.train_data_path or d.data_path
+    start = r.train_start + (d.start + len(heldout) if path == d.data_path else 0)
+    pool = load_articles(path, start, r.contexts_per_round * r.rounds, d.shuffle_seed)
+    if len(pool) < r.contexts_per_round * r.rounds:
+        log.warning("only %d training contexts for %d rounds x %d", len(pool), r.rounds, r.contexts_per_round)
+    return pool
+
+
+def evaluate_policy(ctx: RunContext, engine, policy_path: str, heldout: list[Article], out: Path) -> dict:
+    """Held-out accuracy of a policy: no update, and after one update on its own self-edit."""
+    cfg = ctx.cfg
+    edits = sample_selfedits(
+        cfg, engine, ctx.formatter, heldout, 1, out / "self_edits.jsonl", ("eval", str(out))
+    )
+    jobs = [
+        InnerJob(
+            f"selfedit-{a.index:04d}",
+            edits[(a.index, 0)]["sequences"],
+            derive_seed(cfg.seed, "eval-inner", a.index),
+        )
+        for a in heldout
+    ]
+    updates = train_adapters(
+        cfg, policy_path, ctx.tokenizer, jobs, out / "updates.jsonl", out / "adapters", ctx.tracker
+    )
+    units = [("base", a, None) for a in heldout] + [
+        ("selfedit", a, adapter)
+        for a in heldout
+        if (adapter := adapter_for(updates.get(f"selfedit-{a.index:04d}"), f"{out.parent.name}/{out.name}"))
+    ]
+    results = answer_units(cfg, engine, ctx.grader(), ctx.formatter, units, out / "results.jsonl")
+    summary = {
+        c: dict(zip(("macro_accuracy", "se", "articles"), macro_accuracy(results, c), strict=True))
+        for c in ("base", "selfedit")
+    }
+    summary["mean_selfedit_tokens"] = sum(e["num_tokens"] for e in edits.values()) / max(1, len(edits))
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def rewards_for_round(
+    ctx: RunContext, engine, policy_path: str, contexts: list[Article], out: Path
+) -> list[dict]:
+    """One candidate per (context, sample): reward = mean adapted accuracy over the inner seeds."""
+    cfg, r = ctx.cfg, ctx.cfg.restem
+    edits = sample_selfedits(
+        cfg,
+        engine,
+        ctx.formatter,
+        contexts,
+        r.samples_per_context,
+        out / "self_edits.jsonl",
+        ("round", out.name),
+    )
+    jobs = [
+        InnerJob(
+            f"c{a.index:04d}-s{s}-i{i}",
+            edits[(a.index, s)]["sequences"],
+            derive_seed(cfg.seed, out.name, a.index, s, i),
+        )
+        for a in contexts
+        for s in range(r.samples_per_context)
+        for i in range(r.inner_seeds)
+    ]
+    updates = train_adapters(
+        cfg, policy_path, ctx.tokenizer, jobs, out / "updates.jsonl", out / "adapters", ctx.tracker
+    )
+    units = [("baseline", a, None) for a in contexts]
+    for job in jobs:
+        adapter = adapter_for(updates.get(job.key), f"{out.parent.name}/{out.name}")
+        if adapter is not None:
+            article = next(a for a in contexts if job.key.startswith(f"c{a.index:04d}-"))
+            units.append((job.key, article, adapter))
+    results = answer_units(cfg, engine, ctx.grader(), ctx.formatter, units, out / "rewards_qa.jsonl")
+    accuracy = article_accuracies(results)
+    candidates = []
+    for a in contexts:
+        for s in range(r.samples_per_context):
+            runs = [accuracy.get((f"c{a.index:04d}-s{s}-i{i}", a.index)) for i in range(r.inner_seeds)]
+            scored = [v for v in runs if v is not None]  # failed updates score nothing, and are counted
+            edit = edits[(a.index, s)]
+            candidates.append(
+                {
+                    "context": a.index,
+                    "sample": s,
+                    "title": a.title,
+                    "prompt": edit["prompt"],
+                    "completion": edit["text"],
+                    "reward": sum(scored) / len(scored) if scored else 0.0,
+                    "inner_runs": runs,
+                    "failed_inner_runs": len(runs) - len(scored),
+                    "baseline": accuracy.get(("baseline", a.index), 0.0),
+                    "num_tokens": edit["num_tokens"],
+                }
+            )
+    write_json(out / "rewards.json", candidates)
+    return candidates
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
+    ctx = setup_run(cfg)
+    d = cfg.domain
+    heldout = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
+    pool = training_contexts(cfg, heldout)
+    sft_cfg = SFTConfig(**OmegaConf.to_container(cfg.sft, resolve=True))
+    policy = ctx.model_path
+    rounds = []
+    for r in range(cfg.restem.rounds + 1):
+        round_start = time.perf_counter()
+        engine = ctx.engine_for(policy)
+        evaluation = evaluate_policy(ctx, engine, policy, heldout, ctx.run_dir / "eval" / f"round_{r}")
+        record = {"round": r, "policy": policy, "heldout": evaluation}
+        if r < cfg.restem.rounds:
+            out = ctx.run_dir / f"round_{r}"
+            contexts = pool[r * cfg.restem.contexts_per_round : (r + 1) * cfg.restem.contexts_per_round]
+            candidates = rewards_for_round(ctx, engine, policy, contexts, out)
+            engine.close()
+            chosen = select(candidates, cfg.restem.selection, cfg.restem.threshold)
+            write_json(out / "sft.json", chosen)
+            ctx.tracker.table(
+                f"round_{r}/self_edits",
+                [
+                    {
+                        "context": c["context"],
+                        "sample": c["sample"],
+                        "reward": c["reward"],
+                        "baseline": c["baseline"],
+                        "chosen": any(c is x for x in chosen),
+                        "self_edit": c["completion"],
+                    }
+                    for c in candidates
+                ],
+            )
+            record |= {
+                "rewards": reward_stats(candidates),
+                "chosen": len(chosen),
+                "inner_failures": sum(c["failed_inner_runs"] for c in candidates),
+            }
+            if chosen:
+                from seal_runner.outer import train_sft
+
+                stats = train_sft(
+                    policy,
+                    [(c["prompt"], c["completion"]) for c in chosen],
+                    out / "policy",
+                    sft_cfg,
+                    device=cfg.device,
+                    dtype=cfg.model.dtype,
+                )
+                record["sft"] = {
+                    k: stats[k] for k in ("examples", "steps", "final_loss", "seconds", "resumed")
+                }
+                policy = str(out / "policy")
+            else:
+                log.warning("round %d: no self-edit selected; the policy is unchanged", r)
+        else:
+            engine.close()
+        record["seconds"] = time.perf_counter() - round_start
+        rounds.append(record)
+        ctx.tracker.log(_round_metrics(record), step=r)
+    summary = {
+        "experiment": cfg.experiment_name,
+        "stage": "restem",
+        "model": cfg.model.name_or_path,
+        "seed": cfg.seed,
+        "heldout_articles": len(heldout),
+        "rounds": rounds,
+        "final_policy": policy,
+        "total_s": time.perf_counter() - started,
+        "versions": versions(),
+        "objective": rounds[-1]["heldout"]["selfedit"]["macro_accuracy"],
+    }
+    write_json(ctx.run_dir / "summary.json", summary)
+    ctx.tracker.summary({"final/selfedit_accuracy": summary["objective"]})
+    ctx.tracker.finish()
+    print(format_table(summary))
+    return summary
+
+
+def _round_metrics(record: dict) -> dict:
+    h = record["heldout"]
+    metrics = {
+        "heldout/base_accuracy": h["base"]["macro_accuracy"],
+        "heldout/selfedit_accuracy": h["selfedit"]["macro_accuracy"],
+        "heldout/selfedit_tokens": h["mean_selfedit_tokens"],
+    }
+    if "rewards" in record:
+        metrics |= {f"reward/{k}": v for k, v in record["rewards"].items() if isinstance(v, int | float)}
+    if "sft" in record:
+        metrics["sft/final_loss"] = record["sft"]["final_loss"]
+    return metrics
+
+
+def format_table(summary: dict) -> str:
+    lines = [
+        f"\n{summary['experiment']}: held-out accuracy per round ({summary['heldout_articles']} articles, "
+        "macro ± SE)",
+        f"{'round':<6} {'no update':>10} {'self-edit':>10} {'mean reward':>12} {'chosen':>7}",
+    ]
+    for r in summary["rounds"]:
+        h = r["heldout"]
+        reward = r.get("rewards", {}).get("mean_reward")
+        lines.append(
+            f"{r['round']:<6} {100 * h['base']['macro_accuracy']:>9.1f}% "
+            f"{100 * h['selfedit']['macro_accuracy']:>9.1f}% "
+            f"{'' if reward is None else f'{100 * reward:.1f}%':>12} {r.get('chosen', ''):>7}"
+        )
+    lines.append(f"total {summary['total_s']:.0f} s; final policy {summary['final_policy']}")
+    return "\n".join(lines)
