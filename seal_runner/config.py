@@ -179,6 +179,7 @@ class SealConfig:
     lora: LoraConfig = MISSING
     sft: SFTConfig = MISSING
     engine: Any = MISSING
+    qa_engine: Any = MISSING
     grader: Any = MISSING
     logger: LoggerConfig = MISSING
     experiment_name: str = "default"

@@ -30,6 +30,7 @@ from seal_runner.config import (
     ModelConfig,
     RestemConfig,
     SelfEditPromptConfig,
+    SFTConfig,
     VLLMEngineConfig,
     register_configs,
 )
@@ -47,6 +48,7 @@ GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "selfedit_prompt": (SelfEditPromptConfig,),
     "restem": (RestemConfig,),
     "lora": (LoraConfig,),
+    "sft": (SFTConfig,),
     "engine": (VLLMEngineConfig, HFEngineConfig),
     "grader": (LexicalGraderConfig,),
     "logger": (LoggerConfig,),
@@ -131,8 +133,13 @@ def test_every_option_composes(hydra_ctx: None, group: str, option: str) -> None
         return
     assert isinstance(OmegaConf.to_object(cfg[group]), GROUP_SCHEMAS[group])
     raw = OmegaConf.create((files(CONF_MODULE) / group / f"{option}.yaml").read_text())
+    unresolved = OmegaConf.to_container(cfg[group])
     for key, value in OmegaConf.to_container(raw).items():
-        if key != "defaults":
+        if key == "defaults":
+            continue
+        if isinstance(value, str) and value.startswith("${"):  # interpolations hold as written
+            assert unresolved[key] == value, f"{group}={option}: {key}"
+        else:
             assert resolved[group][key] == value, f"{group}={option}: {key}"
 
 

@@ -16,11 +16,27 @@ SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 
 def run_restem(model_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
     args = [
-        SEAL_RUN, "stage=restem", f"model.name_or_path={model_dir}", "engine=hf", "logger=none",
-        "domain.n_articles=2", "restem.rounds=1", "restem.contexts_per_round=2", "restem.samples_per_context=2",
-        "restem.inner_seeds=1", "sampling.max_tokens=12", "domain.qa_max_tokens=4", "lora.epochs=1",
-        "lora.rank=4", "lora.alpha=8", "engine.max_lora_rank=4", "sft.rank=4", "sft.alpha=8", "sft.epochs=1",
-        "sft.lr=1e-2", f"hydra.run.dir={run_dir}",
+        SEAL_RUN,
+        "stage=restem",
+        f"model.name_or_path={model_dir}",
+        "engine=hf",
+        "logger=none",
+        "domain.n_articles=2",
+        "restem.rounds=1",
+        "restem.contexts_per_round=2",
+        "restem.samples_per_context=2",
+        "restem.inner_seeds=1",
+        "sampling.max_tokens=12",
+        "domain.qa_max_tokens=4",
+        "lora.epochs=1",
+        "lora.rank=4",
+        "lora.alpha=8",
+        "engine.max_lora_rank=4",
+        "sft.rank=4",
+        "sft.alpha=8",
+        "sft.epochs=1",
+        "sft.lr=1e-2",
+        f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
@@ -37,8 +53,13 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     rewards = json.loads((round_dir / "rewards.json").read_text())
     assert len(rewards) == 2 * 2  # contexts x samples
     chosen = json.loads((round_dir / "sft.json").read_text())
-    assert sorted(c["context"] for c in chosen) == sorted({r["context"] for r in rewards})  # best_of_k: one each
-    eval_titles = {json.loads(line)["title"] for line in (run_dir / "eval/round_0/results.jsonl").read_text().splitlines()}
+    assert sorted(c["context"] for c in chosen) == sorted(
+        {r["context"] for r in rewards}
+    )  # best_of_k: one each
+    eval_titles = {
+        json.loads(line)["title"]
+        for line in (run_dir / "eval/round_0/results.jsonl").read_text().splitlines()
+    }
     assert eval_titles.isdisjoint({r["title"] for r in rewards})
 
     start = load_file(str(tiny_model_dir / "model.safetensors"))
@@ -50,7 +71,9 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     assert summary["rounds"][0]["chosen"] == 2
 
-    files = sorted(p for p in run_dir.rglob("*.json*") if ".hydra" not in p.parts and p.name != "summary.json")
+    files = sorted(
+        p for p in run_dir.rglob("*.json*") if ".hydra" not in p.parts and p.name != "summary.json"
+    )
     before = {p: p.read_bytes() for p in files}
     run_restem(tiny_model_dir, run_dir)  # rerun: nothing new sampled, trained or graded
     assert {p: p.read_bytes() for p in files} == before

@@ -98,4 +98,10 @@ class VLLMEngine:
                 self.llm.llm_engine.remove_lora(self._lora_ids[adapter.name])
 
     def close(self) -> None:
+        """Stop the engine-core process now rather than at interpreter exit (multirun jobs and the
+        outer loop build several engines in one process)."""
+        import gc
+
+        self.llm.llm_engine.engine_core.shutdown()
         del self.llm
+        gc.collect()

@@ -39,13 +39,13 @@ def run(cfg: DictConfig) -> dict:
     d = cfg.domain
     articles = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
     log.info("%d articles from %s", len(articles), d.data_path)
-    engine = ctx.engine()
+    engines = ctx.engines_for(ctx.model_path)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     samples = 1 if "selfedit" in cfg.conditions else 0
     edits = sample_selfedits(
-        cfg, engine, ctx.formatter, articles, samples, ctx.run_dir / "self_edits.jsonl", "eval"
+        cfg, engines.sampler, ctx.formatter, articles, samples, ctx.run_dir / "self_edits.jsonl", "eval"
     )
     edits = {article: r for (article, _), r in edits.items()}
     timings["sampling_s"] = time.perf_counter() - t0
@@ -79,9 +79,9 @@ def run(cfg: DictConfig) -> dict:
             adapter = adapter_for(updates.get(f"{c}-{a.index:04d}"), ctx.run_dir.name)
             if adapter is not None:
                 units.append((c, a, adapter))
-    results = answer_units(cfg, engine, ctx.grader(), ctx.formatter, units, ctx.run_dir / "results.jsonl")
+    results = answer_units(cfg, engines.qa, ctx.grader(), ctx.formatter, units, ctx.run_dir / "results.jsonl")
     timings["eval_s"] = time.perf_counter() - t0
-    engine.close()
+    engines.close()
 
     summary = summarise(cfg, articles, edits, updates, results, timings, started)
     write_json(ctx.run_dir / "summary.json", summary)

@@ -25,7 +25,7 @@ from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sa
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
 from seal_runner.selection import reward_stats, select
-from seal_runner.stages.common import RunContext, setup_run, versions
+from seal_runner.stages.common import Engines, RunContext, setup_run, versions
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,13 @@ def training_contexts(cfg: DictConfig, heldout: list[Article]) -> list[Article]:
     return pool
 
 
-def evaluate_policy(ctx: RunContext, engine, policy_path: str, heldout: list[Article], out: Path) -> dict:
+def evaluate_policy(
+    ctx: RunContext, engines: Engines, policy_path: str, heldout: list[Article], out: Path
+) -> dict:
     """Held-out accuracy of a policy: no update, and after one update on its own self-edit."""
     cfg = ctx.cfg
     edits = sample_selfedits(
-        cfg, engine, ctx.formatter, heldout, 1, out / "self_edits.jsonl", ("eval", str(out))
+        cfg, engines.sampler, ctx.formatter, heldout, 1, out / "self_edits.jsonl", ("eval", str(out))
     )
     jobs = [
         InnerJob(
@@ -62,7 +64,7 @@ def evaluate_policy(ctx: RunContext, engine, policy_path: str, heldout: list[Art
         for a in heldout
         if (adapter := adapter_for(updates.get(f"selfedit-{a.index:04d}"), f"{out.parent.name}/{out.name}"))
     ]
-    results = answer_units(cfg, engine, ctx.grader(), ctx.formatter, units, out / "results.jsonl")
+    results = answer_units(cfg, engines.qa, ctx.grader(), ctx.formatter, units, out / "results.jsonl")
     summary = {
         c: dict(zip(("macro_accuracy", "se", "articles"), macro_accuracy(results, c), strict=True))
         for c in ("base", "selfedit")
@@ -73,13 +75,13 @@ def evaluate_policy(ctx: RunContext, engine, policy_path: str, heldout: list[Art
 
 
 def rewards_for_round(
-    ctx: RunContext, engine, policy_path: str, contexts: list[Article], out: Path
+    ctx: RunContext, engines: Engines, policy_path: str, contexts: list[Article], out: Path
 ) -> list[dict]:
     """One candidate per (context, sample): reward = mean adapted accuracy over the inner seeds."""
     cfg, r = ctx.cfg, ctx.cfg.restem
     edits = sample_selfedits(
         cfg,
-        engine,
+        engines.sampler,
         ctx.formatter,
         contexts,
         r.samples_per_context,
@@ -105,7 +107,7 @@ def rewards_for_round(
         if adapter is not None:
             article = next(a for a in contexts if job.key.startswith(f"c{a.index:04d}-"))
             units.append((job.key, article, adapter))
-    results = answer_units(cfg, engine, ctx.grader(), ctx.formatter, units, out / "rewards_qa.jsonl")
+    results = answer_units(cfg, engines.qa, ctx.grader(), ctx.formatter, units, out / "rewards_qa.jsonl")
     accuracy = article_accuracies(results)
     candidates = []
     for a in contexts:
@@ -142,14 +144,14 @@ def run(cfg: DictConfig) -> dict:
     rounds = []
     for r in range(cfg.restem.rounds + 1):
         round_start = time.perf_counter()
-        engine = ctx.engine_for(policy)
-        evaluation = evaluate_policy(ctx, engine, policy, heldout, ctx.run_dir / "eval" / f"round_{r}")
+        engines = ctx.engines_for(policy)
+        evaluation = evaluate_policy(ctx, engines, policy, heldout, ctx.run_dir / "eval" / f"round_{r}")
         record = {"round": r, "policy": policy, "heldout": evaluation}
         if r < cfg.restem.rounds:
             out = ctx.run_dir / f"round_{r}"
             contexts = pool[r * cfg.restem.contexts_per_round : (r + 1) * cfg.restem.contexts_per_round]
-            candidates = rewards_for_round(ctx, engine, policy, contexts, out)
-            engine.close()
+            candidates = rewards_for_round(ctx, engines, policy, contexts, out)
+            engines.close()
             chosen = select(candidates, cfg.restem.selection, cfg.restem.threshold)
             write_json(out / "sft.json", chosen)
             ctx.tracker.table(
@@ -189,7 +191,7 @@ def run(cfg: DictConfig) -> dict:
             else:
                 log.warning("round %d: no self-edit selected; the policy is unchanged", r)
         else:
-            engine.close()
+            engines.close()
         record["seconds"] = time.perf_counter() - round_start
         rounds.append(record)
         ctx.tracker.log(_round_metrics(record), step=r)
