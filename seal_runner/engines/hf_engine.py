@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 
 import torch
+from tqdm.auto import tqdm
 
 from seal_runner.engines.base import Completion, LoraAdapter, Sampling
 from seal_runner.lora.multi_lora import MultiLoraModel
@@ -61,6 +62,7 @@ class HFEngine:
         if distinct:
             self._ensure_lora(distinct)
         results: list[Completion | None] = [None] * len(prompts)
+        bar = tqdm(total=len(prompts), desc="generate (hf)", unit="prompt")
         # Fill slots chunk by chunk: each chunk holds at most max_loras distinct adapters.
         for chunk_start in range(0, max(1, len(distinct)), self.max_loras):
             chunk = distinct[chunk_start : chunk_start + self.max_loras]
@@ -78,6 +80,8 @@ class HFEngine:
                     strict=True,
                 ):
                     results[i] = completion
+                bar.update(len(batch))
+        bar.close()
         return results  # type: ignore[return-value]
 
     @torch.no_grad()

@@ -82,7 +82,7 @@ class VLLMEngine:
             for i in range(len(prompts))
         ]
         requests = None if adapters is None else [self._request(a) for a in adapters]
-        outputs = self.llm.generate(list(prompts), params, lora_request=requests, use_tqdm=False)
+        outputs = self.llm.generate(list(prompts), params, lora_request=requests, use_tqdm=True)
         completions = []
         for out in outputs:
             first = out.outputs[0]
