@@ -1,1 +1,0 @@
-"""seal-runner: run SEAL (Self-Adapting Language Models)."""

@@ -1,1 +1,0 @@
-"""Hydra configs, shipped with the package (the repo keeps them at the top-level conf/)."""

@@ -1,1 +1,0 @@
-"""Knowledge incorporation: SQuAD-style passages, self-edits as training text, no-context QA."""

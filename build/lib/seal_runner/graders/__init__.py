@@ -1,1 +1,0 @@
-"""Graders turn (question, gold, prediction) triples into verdicts."""

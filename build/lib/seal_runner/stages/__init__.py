@@ -1,1 +1,0 @@
-"""seal_runner.stages"""
