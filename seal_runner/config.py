@@ -153,6 +153,32 @@ class LexicalGraderConfig:
 
 
 @dataclass
+class ChatClientConfig:
+    """An OpenAI-compatible chat endpoint; the key is read from the variable named by api_key_env."""
+
+    _target_: str = "seal_runner.openai_api.ChatClient"
+    model: str = "gpt-4.1"
+    base_url: str | None = None  # None = OpenAI; e.g. http://127.0.0.1:8000/v1 for `vllm serve`
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 16
+    max_retries: int = 6
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    timeout: float = 60.0
+    cache_dir: str | None = "~/.cache/seal-runner/judge"  # verdicts cached by (model, prompt)
+
+
+@dataclass
+class LLMJudgeGraderConfig:
+    """The paper's GPT-4.1 grading prompt and yes/no rule, cross-checked by the lexical grader."""
+
+    _target_: str = "seal_runner.graders.llm_judge.LLMJudgeGrader"
+    client: ChatClientConfig = field(default_factory=ChatClientConfig)
+    cross_check: LexicalGraderConfig | None = field(default_factory=LexicalGraderConfig)
+    on_failure: str = "raise"  # raise | skip (ungraded answers are counted, never marked wrong)
+
+
+@dataclass
 class LoggerConfig:
     name: str = "wandb"
     mode: str = "offline"  # online | offline | disabled
@@ -199,6 +225,7 @@ def register_configs() -> None:
         ("engine", "vllm_schema", VLLMEngineConfig),
         ("engine", "hf_schema", HFEngineConfig),
         ("grader", "lexical_schema", LexicalGraderConfig),
+        ("grader", "llm_judge_schema", LLMJudgeGraderConfig),
         ("logger", "schema", LoggerConfig),
     ]:
         cs.store(group=f"schema/{group}", name=name, node=node)

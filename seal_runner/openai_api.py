@@ -124,7 +124,7 @@ class DiskCache:
     """One small JSON file per key, written atomically so a killed run never leaves a torn entry."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"

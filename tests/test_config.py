@@ -25,6 +25,7 @@ from seal_runner.config import (
     HFEngineConfig,
     KnowledgeDomainConfig,
     LexicalGraderConfig,
+    LLMJudgeGraderConfig,
     LoggerConfig,
     LoraConfig,
     ModelConfig,
@@ -50,7 +51,7 @@ GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "lora": (LoraConfig,),
     "sft": (SFTConfig,),
     "engine": (VLLMEngineConfig, HFEngineConfig),
-    "grader": (LexicalGraderConfig,),
+    "grader": (LexicalGraderConfig, LLMJudgeGraderConfig),
     "logger": (LoggerConfig,),
 }
 
@@ -139,6 +140,8 @@ def test_every_option_composes(hydra_ctx: None, group: str, option: str) -> None
             continue
         if isinstance(value, str) and value.startswith("${"):  # interpolations hold as written
             assert unresolved[key] == value, f"{group}={option}: {key}"
+        elif isinstance(value, dict):  # nested nodes (a judge's client): the YAML sets a subset
+            assert value.items() <= resolved[group][key].items(), f"{group}={option}: {key}"
         else:
             assert resolved[group][key] == value, f"{group}={option}: {key}"
 
