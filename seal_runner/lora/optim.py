@@ -45,27 +45,40 @@ class StackedAdamW:
 
     @torch.no_grad()
     def step(self, lrs: torch.Tensor, active: torch.Tensor) -> None:
-        """One AdamW step for the adapters where `active` is true, each at its own `lrs[k]`."""
+        """One AdamW step for the adapters where `active` is true, each at its own `lrs[k]`.
+
+        Works in place on the active adapters' slices only (the whole tensor when all are active, the
+        common case), so a step costs a few passes over the adapter weights and no full-size masks."""
         active = active.to(self.steps.device)
-        self.steps += active.to(self.steps.dtype)
-        steps = self.steps.clamp(min=1)
+        slots = active.nonzero().flatten()
+        if slots.numel() == 0:
+            return
+        everyone = slots.numel() == active.numel()
+        self.steps[slots] += 1
+        steps = self.steps[slots]
         bias1 = (1 - self.beta1**steps).float()
         bias2_sqrt = (1 - self.beta2**steps).sqrt().float()
-        lrs = lrs.to(self.steps.device).float() * active
+        lrs = lrs.to(self.steps.device).float()[slots]
         for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             if p.grad is None:
                 continue
             shape = (-1, *[1] * (p.dim() - 1))
-            mask = active.view(shape)
-            grad = p.grad.float()
-            exp_avg.copy_(torch.where(mask, exp_avg.lerp(grad, 1 - self.beta1), exp_avg))
-            exp_avg_sq.copy_(
-                torch.where(mask, exp_avg_sq * self.beta2 + (1 - self.beta2) * grad * grad, exp_avg_sq)
-            )
-            lr = lrs.view(shape)
-            denom = exp_avg_sq.sqrt() / bias2_sqrt.view(shape) + self.eps
-            update = p.float() * (1 - lr * self.weight_decay) - (lr / bias1.view(shape)) * exp_avg / denom
-            p.copy_(torch.where(mask, update, p.float()).to(p.dtype))
+            if everyone:
+                param, grad, m, v = p.data, p.grad, exp_avg, exp_avg_sq
+            else:
+                param, grad, m, v = p.data[slots], p.grad[slots], exp_avg[slots], exp_avg_sq[slots]
+            grad = grad.float()
+            m.lerp_(grad, 1 - self.beta1)
+            v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            denom = (v.sqrt() / bias2_sqrt.view(shape)).add_(self.eps)
+            work = param.float() if param.dtype != torch.float32 else param
+            if self.weight_decay:
+                work.mul_((1 - lrs * self.weight_decay).view(shape))
+            work.sub_(m / denom * (lrs / bias1).view(shape))
+            if work is not param:
+                param.copy_(work)
+            if not everyone:
+                p.data[slots], exp_avg[slots], exp_avg_sq[slots] = param, m, v
 
 
 def linear_schedule(step: int, total_steps: int, warmup_steps: int) -> float:
