@@ -117,6 +117,7 @@ class MultiLoraModel:
     ) -> None:
         self.model = model
         self.target_modules = list(target_modules)
+        self.max_rank, self.dropout = max_rank, dropout
         self.router = AdapterRouter()
         self.layers: dict[str, MultiLoraLinear] = {}
         for p in model.parameters():
@@ -166,10 +167,9 @@ class MultiLoraModel:
 
     @torch.no_grad()
     def load_adapter_state(self, slot: int, state: dict[str, torch.Tensor], spec: AdapterSpec) -> None:
-        max_rank = next(iter(self.layers.values())).lora_A.shape[1]
-        if spec.rank > max_rank:
+        if spec.rank > self.max_rank:
             raise ValueError(
-                f"adapter rank {spec.rank} exceeds this model's slot rank {max_rank} (engine.max_lora_rank)"
+                f"adapter rank {spec.rank} exceeds this model's slot rank {self.max_rank} (engine.max_lora_rank)"
             )
         self.clear(slot)
         for name, layer in self.layers.items():
@@ -196,7 +196,7 @@ class MultiLoraModel:
             "base_model_name_or_path": base_model_name_or_path,
             "r": spec.rank,
             "lora_alpha": spec.alpha,
-            "lora_dropout": next(iter(self.layers.values())).dropout,
+            "lora_dropout": self.dropout,
             "target_modules": sorted({name.rsplit(".", 1)[-1] for name in self.layers}),
             "bias": "none",
             "fan_in_fan_out": False,

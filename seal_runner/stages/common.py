@@ -10,6 +10,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from seal_runner.engines.base import Engine
 from seal_runner.models import load_tokenizer, resolve_model_path
 from seal_runner.prompts import PromptFormatter
 from seal_runner.tracking import Tracker
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Engines:
-    sampler: object
-    qa: object
+    sampler: Engine
+    qa: Engine
 
     def close(self) -> None:
         self.sampler.close()

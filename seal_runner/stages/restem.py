@@ -89,30 +89,38 @@ def rewards_for_round(
         ("round", out.name),
     )
     jobs = [
-        InnerJob(
-            f"c{a.index:04d}-s{s}-i{i}",
-            edits[(a.index, s)]["sequences"],
-            derive_seed(cfg.seed, out.name, a.index, s, i),
+        (
+            a,
+            InnerJob(
+                _candidate_key(a, s, i),
+                edits[(a.index, s)]["sequences"],
+                derive_seed(cfg.seed, out.name, a.index, s, i),
+            ),
         )
         for a in contexts
         for s in range(r.samples_per_context)
         for i in range(r.inner_seeds)
     ]
     updates = train_adapters(
-        cfg, policy_path, ctx.tokenizer, jobs, out / "updates.jsonl", out / "adapters", ctx.tracker
+        cfg,
+        policy_path,
+        ctx.tokenizer,
+        [j for _, j in jobs],
+        out / "updates.jsonl",
+        out / "adapters",
+        ctx.tracker,
     )
     units = [("baseline", a, None) for a in contexts]
-    for job in jobs:
+    for article, job in jobs:
         adapter = adapter_for(updates.get(job.key), f"{out.parent.name}/{out.name}")
         if adapter is not None:
-            article = next(a for a in contexts if job.key.startswith(f"c{a.index:04d}-"))
             units.append((job.key, article, adapter))
     results = answer_units(cfg, engines.qa, ctx.grader(), ctx.formatter, units, out / "rewards_qa.jsonl")
     accuracy = article_accuracies(results)
     candidates = []
     for a in contexts:
         for s in range(r.samples_per_context):
-            runs = [accuracy.get((f"c{a.index:04d}-s{s}-i{i}", a.index)) for i in range(r.inner_seeds)]
+            runs = [accuracy.get((_candidate_key(a, s, i), a.index)) for i in range(r.inner_seeds)]
             scored = [v for v in runs if v is not None]  # failed updates score nothing, and are counted
             edit = edits[(a.index, s)]
             candidates.append(
@@ -131,6 +139,11 @@ def rewards_for_round(
             )
     write_json(out / "rewards.json", candidates)
     return candidates
+
+
+def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
+    """One inner run's id: its update record, adapter dir and graded answers all carry it."""
+    return f"c{article.index:04d}-s{sample}-i{inner_seed}"
 
 
 def run(cfg: DictConfig) -> dict:
