@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seal_runner.config import register_configs
+from seal_runner.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,9 @@ log = logging.getLogger(__name__)
 STAGES = {
     "evaluate": "evaluate",
     "restem": "restem",
+    "arc": "arc",
+    "continual": "continual",
+    "cpt": "cpt",
 }
 
 register_configs()
@@ -26,7 +30,11 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.stage not in STAGES:
         raise SystemExit(f"Unknown stage={cfg.stage!r}; choose one of {sorted(STAGES)}")
     stage = importlib.import_module(f"seal_runner.stages.{STAGES[cfg.stage]}")
-    summary = stage.run(cfg)
+    try:
+        summary = stage.run(cfg)
+    except InputError as exc:  # the user's input, named precisely: a message, not a traceback
+        log.error("%s", exc)
+        raise SystemExit(f"seal-run: {exc}") from None
     # Hydra sweepers (Optuna, Nevergrad) optimise the returned value.
     return summary.get("objective") if isinstance(summary, dict) else None
 

@@ -57,6 +57,73 @@ class SelfEditPromptConfig:
 
 
 @dataclass
+class ARCSelfEditPromptConfig:
+    """The paper's ARC self-edit request (chat system + user turn); None = the paper's wording as
+    written in seal_runner/domains/arc/selfedit.py (SYSTEM_PROMPT, INSTRUCTION)."""
+
+    name: str = "arc_json"
+    system: str | None = None
+    instruction: str | None = None
+
+
+@dataclass
+class ARCGeneratedTasksConfig:
+    """Procedural tasks (seal_runner/domains/arc/generator.py): train and eval drawn with other seeds."""
+
+    families: list[str] = field(
+        default_factory=lambda: ["flip_lr", "flip_ud", "rotate90", "transpose", "colour_map"]
+    )
+    train_per_family: int = 1
+    eval_per_family: int = 1
+    train_seed: int = 1
+    eval_seed: int = 2
+
+
+@dataclass
+class ARCOracleConfig:
+    """Oracle TTT: one fixed configuration for every task (all augmentations by default)."""
+
+    augmentations: list[str] = field(default_factory=lambda: ["basic", "size", "chain", "repeat"])
+    strategy: str = "train_using_output_tokens"
+    learning_rate: float = 1e-4
+    num_train_epochs: int = 2
+    apply_step_cap: bool = False  # the human-chosen configuration is not subject to the self-edit cap
+
+
+@dataclass
+class ARCDomainConfig:
+    """Few-shot ARC (paper §3): tasks, leave-n TTT data, self-edit guards, augmented voting eval."""
+
+    name: str = "arc"
+    source: str = "files"  # files (ARC-AGI JSON) | generated (procedural tasks)
+    train_challenges: str | None = None
+    train_solutions: str | None = None
+    paper_train_task_ids: list[str] = field(default_factory=list)  # the paper's 12 (conf/domain/arc.yaml)
+    train_task_ids: list[str] | None = None  # None = every task in the file
+    eval_challenges: str | None = None
+    eval_solutions: str | None = None
+    eval_task_ids: list[str] | None = None
+    generated: ARCGeneratedTasksConfig = field(default_factory=ARCGeneratedTasksConfig)
+    train_samples_per_task: int = 15  # valid self-edits per training task per RL round
+    eval_samples_per_task: int = 5  # valid self-edits per evaluation task
+    max_sample_attempts: int = 60  # per task: invalid JSON is re-sampled until this many attempts
+    skip_duplicate_selfedits: bool = False  # the paper allows duplicates
+    grid_format: str = "numpy"  # numpy (paper) | compact
+    chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"date_string": "26 Jul 2024"})
+    leave_n: list[int] = field(default_factory=lambda: [1, 2])
+    ttt_data_seed: int = 0
+    max_grid_side: int = 30
+    max_ttt_examples: int = 250
+    step_cap: int = 375  # epochs x examples / batch above this -> 0 epochs
+    eval_permutations: int = 2
+    eval_variants: list[str] = field(
+        default_factory=lambda: ["transpose", "flip_ud", "flip_lr", "rotate_90", "rotate_180"]
+    )
+    answer_max_tokens: int = 2048  # greedy answer budget; queries whose prompt leaves less are dropped
+    oracle: ARCOracleConfig = field(default_factory=ARCOracleConfig)
+
+
+@dataclass
 class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 0.95
@@ -94,6 +161,7 @@ class LoraConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
+    lr_schedule: str = "linear"  # linear (knowledge: linear decay) | cosine (ARC: cosine after warmup)
     loss_normalization: str = "tokens"  # tokens (mean over content tokens) | reference (÷ batch × max_length)
     append_eos: bool = True
     adapters_per_batch: int = 8  # K self-edits trained together over one shared base forward
@@ -124,6 +192,35 @@ class SFTConfig:
 
 
 @dataclass
+class CPTConfig(SFTConfig):
+    """stage=cpt: one model trained on the pooled self-edits of all articles (the paper: LoRA r32
+    a64 on q/v, 3 epochs, lr 1e-3, batch 4 x accum 2, up to 5 self-edits per article)."""
+
+    rank: int = 32
+    alpha: float = 64.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lr: float = 1e-3
+    epochs: int = 3
+    batch_size: int = 4
+    grad_accum: int = 2
+    full_finetune: bool = False  # train every weight instead of a LoRA (set a much lower lr)
+    samples_per_article: int = 5
+
+
+@dataclass
+class ContinualConfig:
+    """stage=continual: the paper ran 8 sequences of 8 passages drawn with seed 42 + sequence."""
+
+    sequences: int = 8
+    length: int = 8
+    seed: int = 42
+    keep_models: bool = False  # keep every step's merged checkpoint (disk: one model per step)
+    # merge (the paper) | replay | isolation: see seal_runner/domains/knowledge/strategies.py
+    strategy: str = "merge"
+    replay_sequences: int = 8  # replay: earlier self-edit sequences mixed into each update
+
+
+@dataclass
 class EngineConfig:
     _target_: str = MISSING
     max_loras: int = 8  # adapters served in one generate call
@@ -143,6 +240,23 @@ class VLLMEngineConfig(EngineConfig):
 class HFEngineConfig(EngineConfig):
     _target_: str = "seal_runner.engines.hf_engine.HFEngine"
     batch_size: int = 32
+
+
+@dataclass
+class OpenAIEngineConfig(EngineConfig):
+    """A policy behind an OpenAI-compatible server (`vllm serve` by default); the key, if the server
+    needs one, is read from the variable named by api_key_env."""
+
+    _target_: str = "seal_runner.engines.openai_engine.OpenAIEngine"
+    base_url: str | None = "http://127.0.0.1:8000/v1"  # None = OpenAI
+    api_key_env: str = "VLLM_API_KEY"  # not OPENAI_API_KEY: never send an OpenAI key to another server
+    model: str | None = None  # served model name; None = the policy's model path
+    api: str = "completions"  # completions (raw prompts, vLLM) | chat (one user message per prompt)
+    max_concurrency: int = 32
+    max_retries: int = 6
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    timeout: float = 600.0  # per request: a long self-edit on a busy server takes minutes
 
 
 @dataclass
@@ -184,7 +298,7 @@ class LoggerConfig:
     mode: str = "offline"  # online | offline | disabled
     project: str = "seal-runner"
     entity: str | None = None
-    group: str | None = None
+    group: str | None = None  # null: a multirun's sweep dir (one group per sweep), else experiment_name
     tags: list[str] = field(default_factory=list)
 
 
@@ -197,13 +311,17 @@ class SealConfig:
     device: str = "auto"
     run_dir: str = "${hydra:runtime.output_dir}"
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "selfedit"])
+    # Table 2 rows beyond base/passage: name -> a source `_target_` (domains/knowledge/sources.py)
+    selfedit_sources: dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = MISSING
     domain: Any = MISSING
-    selfedit_prompt: SelfEditPromptConfig = MISSING
+    selfedit_prompt: Any = MISSING  # schema per domain (knowledge template, ARC JSON tools)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     restem: RestemConfig = MISSING
     lora: LoraConfig = MISSING
     sft: SFTConfig = MISSING
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+    cpt: CPTConfig = field(default_factory=CPTConfig)
     engine: Any = MISSING
     qa_engine: Any = MISSING
     grader: Any = MISSING
@@ -219,11 +337,14 @@ def register_configs() -> None:
         ("model", "schema", ModelConfig),
         ("domain", "knowledge_schema", KnowledgeDomainConfig),
         ("selfedit_prompt", "schema", SelfEditPromptConfig),
+        ("domain", "arc_schema", ARCDomainConfig),
+        ("selfedit_prompt", "arc_schema", ARCSelfEditPromptConfig),
         ("restem", "schema", RestemConfig),
         ("lora", "schema", LoraConfig),
         ("sft", "schema", SFTConfig),
         ("engine", "vllm_schema", VLLMEngineConfig),
         ("engine", "hf_schema", HFEngineConfig),
+        ("engine", "openai_schema", OpenAIEngineConfig),
         ("grader", "lexical_schema", LexicalGraderConfig),
         ("grader", "llm_judge_schema", LLMJudgeGraderConfig),
         ("logger", "schema", LoggerConfig),

@@ -7,14 +7,19 @@ PEFT-format adapter that any engine can serve.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from seal_runner.lora.multi_lora import MultiLoraModel
 from seal_runner.lora.trainer import FastInnerTrainer, InnerJob, InnerResult, ReferenceInnerTrainer
-from seal_runner.models import load_causal_lm
+from seal_runner.models import load_causal_lm, release_memory
+
+log = logging.getLogger(__name__)
 
 
 class InnerUpdater:
@@ -23,6 +28,8 @@ class InnerUpdater:
     ) -> None:
         if lora_cfg.mode not in ("fast", "reference"):
             raise ValueError(f"lora.mode must be 'fast' or 'reference', got {lora_cfg.mode!r}")
+        # A private copy: an out-of-memory retry lowers max_tokens_per_forward for this updater only.
+        lora_cfg = OmegaConf.create(OmegaConf.to_container(lora_cfg, resolve=True))
         self.cfg, self.model_path = lora_cfg, model_path
         base = load_causal_lm(model_path, dtype=dtype, device=device)
         if lora_cfg.mode == "fast":
@@ -51,7 +58,7 @@ class InnerUpdater:
         for start in range(0, len(jobs), self.group_size):
             group = jobs[start : start + self.group_size]
             if self.fast is not None:
-                results = self.fast.train(group)
+                results = self._train_fitting(group)
                 for slot, (job, result) in enumerate(zip(group, results, strict=True)):
                     path = (
                         None
@@ -65,3 +72,28 @@ class InnerUpdater:
                 yield job, result, None if result.failed else adapter_root / job.key
             bar.update(len(group))
         bar.close()
+
+    def _train_fitting(self, group: list[InnerJob]) -> list[InnerResult]:
+        """Train a group, halving the padded tokens per forward pass after each out-of-memory error.
+
+        The results do not depend on the split (each adapter's loss is normalised over its whole
+        optimizer step, not per forward pass), so a retry changes memory, not numbers beyond float
+        rounding. `train()` resets the group's slots, so a retry starts clean."""
+        while True:
+            try:
+                return self.fast.train(group)
+            except torch.OutOfMemoryError as exc:
+                release_memory()
+                budget = self.cfg.max_tokens_per_forward
+                if budget <= 1:
+                    raise RuntimeError(
+                        f"inner update out of memory even one row per forward pass ({exc}); lower "
+                        f"lora.max_length ({self.cfg.max_length}), lora.adapters_per_batch "
+                        f"({self.cfg.adapters_per_batch}) or lora.max_tokens_per_forward, or use a bigger device"
+                    ) from exc
+                self.cfg.max_tokens_per_forward = budget // 2
+                log.warning(
+                    "inner update out of memory at %d tokens per forward pass; retrying at %d",
+                    budget,
+                    self.cfg.max_tokens_per_forward,
+                )

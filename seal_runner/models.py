@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from seal_runner.errors import InputError
+
 log = logging.getLogger(__name__)
 
 BUILTIN_SMOLLM2 = "builtin:smollm2-135m-instruct"
@@ -28,19 +30,64 @@ def cache_root(cache_dir: str | None = None) -> Path:
     return Path(os.environ.get("SEAL_CACHE_DIR") or cache_dir or DEFAULT_CACHE_DIR).expanduser()
 
 
+class ModelPathError(InputError):
+    """`model.name_or_path` names nothing loadable; the message says what to give instead."""
+
+
 def resolve_model_path(name_or_path: str, cache_dir: str | None = None) -> str:
-    """Return something `from_pretrained` and `vllm.LLM` accept: a local directory or a hub id."""
+    """Return something `from_pretrained` and `vllm.LLM` accept: a local directory or a hub id.
+
+    Mistakes fail here, before any engine starts, naming the value: a missing or non-checkpoint
+    local path, or (offline) a hub id that is not in the local Hugging Face cache."""
     if name_or_path == BUILTIN_SMOLLM2:
         return str(ensure_smollm2_checkpoint(cache_root(cache_dir)))
     path = Path(name_or_path).expanduser()
     if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelPathError(
+                f"model.name_or_path={name_or_path!r} exists but is not a Hugging Face checkpoint "
+                "directory (no config.json in it)."
+            )
         return str(path)
-    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
-        raise FileNotFoundError(
+    if _looks_like_local_path(name_or_path):
+        raise ModelPathError(
             f"model.name_or_path={name_or_path!r} looks like a local path but does not exist. "
             f"Give an existing checkpoint directory, a Hugging Face model id, or {BUILTIN_SMOLLM2!r}."
         )
+    if _hub_offline() and not _in_hub_cache(name_or_path):
+        raise ModelPathError(
+            f"model.name_or_path={name_or_path!r} is not a local directory and is not in the Hugging "
+            "Face cache, and the hub is offline (HF_HUB_OFFLINE): download it first or give a local path."
+        )
     return name_or_path
+
+
+def _looks_like_local_path(name_or_path: str) -> bool:
+    """Absolute, relative or home paths, deeper than a hub id's org/name, or whose first directory
+    exists here ("outputs/policy"): such a value is a path typo, not a hub id to download."""
+    parent = Path(name_or_path).parent
+    return (
+        name_or_path.startswith(("/", ".", "~"))
+        or name_or_path.count("/") > 1
+        or (parent != Path(".") and parent.is_dir())
+    )
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except HFValidationError:
+        return False
 
 
 def _smollm2_gguf_dir() -> Path:
@@ -106,10 +153,26 @@ def pick_device(name: str) -> str:
     return name
 
 
+def release_memory() -> None:
+    """Free what a finished model, engine or trainer held: reference cycles first, then the CUDA
+    cache, so the next model in this process (the next round's engine, the next job of a
+    basic-launcher multirun) finds the GPU memory free."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:  # no network, no such hub repo, no tokenizer files
+        raise OSError(f"cannot load a tokenizer from {path!r} (model.name_or_path): {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

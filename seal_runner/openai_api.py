@@ -1,11 +1,14 @@
-"""Chat-completions client for the LLM judge: bounded concurrency, our own retry policy, a disk cache.
+"""OpenAI-API client for the LLM judge and the `openai` engine: bounded concurrency, our own retry
+policy, a disk cache.
 
 The reference grader called the API one question at a time and counted any API error as a wrong
 answer (method doc section 5). This wrapper fixes both: requests run concurrently under a semaphore,
 transient failures (429, 5xx, timeouts, dropped connections, malformed replies) are retried with
 exponential backoff and jitter, and an item that exhausts the budget either raises `APIFailure` or
 comes back with `text=None` so the caller can count it as ungraded. The openai client's own retries
-are disabled so every attempt is ours and shows up in `ClientStats`.
+are disabled so every attempt is ours and shows up in `ClientStats`. The same machinery serves chat
+completions (the judge, GPT-4.1) and raw-prompt completions (a `vllm serve` policy), where each
+request may name its own model (a runtime-loaded LoRA adapter) and sampling seed.
 
 The API key is read only from the environment, kept in memory, and never logged, cached or put in
 an error message; cache keys hash only (model, messages, sampling parameters).
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+import httpx
 import openai
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 Messages = list[dict[str, str]]
 OnFailure = Literal["raise", "skip"]
+API = Literal["chat", "completions"]
+ENDPOINT_PATHS: dict[str, str] = {"chat": "chat/completions", "completions": "completions"}
 
 
 def price_per_mtok(model: str) -> tuple[float, float]:
@@ -63,7 +69,7 @@ class APIFailure(RuntimeError):
     def __init__(self, endpoint: str, model: str, last_error: str, attempts: int) -> None:
         self.endpoint, self.model, self.last_error, self.attempts = endpoint, model, last_error, attempts
         super().__init__(
-            f"chat completion failed after {attempts} attempt(s): endpoint={endpoint} model={model}; "
+            f"request failed after {attempts} attempt(s): endpoint={endpoint} model={model}; "
             f"last error: {last_error}"
         )
 
@@ -72,9 +78,20 @@ class MalformedReply(Exception):
     """A 2xx reply we cannot use (not JSON, no choices, no content): retried like a server error."""
 
 
+@dataclass(frozen=True)
+class Request:
+    """One item of a batch: chat messages (api="chat") or a raw prompt (api="completions"), plus
+    the per-item fields a batch may vary: the served model (e.g. a LoRA adapter) and the seed."""
+
+    content: Messages | str
+    model: str | None = None  # None = the client's model
+    seed: int | None = None
+
+
 @dataclass
 class ChatResult:
-    """`text` is None only when the item failed and the caller asked for `on_failure="skip"`."""
+    """`text` is None only when the item failed and the caller asked for `on_failure="skip"`.
+    A cached result has no token counts or finish reason: nothing was generated for it."""
 
     text: str | None
     error: str | None = None
@@ -82,6 +99,7 @@ class ChatResult:
     cached: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -113,8 +131,12 @@ class ClientStats:
         data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         return {**data, "cost_usd": self.cost_usd}
 
+    def usage(self) -> dict[str, float]:
+        """The numeric counters only (no model name): summable across clients and loggable as metrics."""
+        return {k: v for k, v in self.as_dict().items() if k != "model"}
 
-def cache_key(model: str, messages: Messages, sampling: dict[str, Any]) -> str:
+
+def cache_key(model: str, messages: Messages | str, sampling: dict[str, Any]) -> str:
     """sha256 over the request's content only; the key and endpoint are deliberately not part of it."""
     payload = json.dumps({"model": model, "messages": messages, "sampling": sampling}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -143,17 +165,24 @@ class DiskCache:
         os.replace(tmp.name, path)
 
 
-def parse_reply(body: str) -> tuple[str, int, int]:
-    """(content, prompt_tokens, completion_tokens) from a chat-completions JSON body, or MalformedReply."""
+def parse_reply(body: str, api: API = "chat") -> tuple[str, int, int, str | None]:
+    """(text, prompt_tokens, completion_tokens, finish_reason) from a chat-completions or completions
+    JSON body, or MalformedReply."""
     try:
         data = json.loads(body)
-        content = data["choices"][0]["message"]["content"]
+        choice = data["choices"][0]
+        content = choice["message"]["content"] if api == "chat" else choice["text"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise MalformedReply(f"unusable reply ({type(exc).__name__}): {body[:200]!r}") from exc
     if not isinstance(content, str):
         raise MalformedReply(f"reply has no text content: {body[:200]!r}")
     usage = data.get("usage") or {}
-    return content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return (
+        content,
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        choice.get("finish_reason"),
+    )
 
 
 def retry_after_s(exc: Exception) -> float | None:
@@ -182,7 +211,8 @@ def _is_local(base_url: str) -> bool:
 
 
 class ChatClient:
-    """Concurrent, retried, cached chat completions against one model at one OpenAI-compatible endpoint."""
+    """Concurrent, retried, cached completions against one OpenAI-compatible endpoint: chat
+    (`api="chat"`, the judge) or raw prompts (`api="completions"`, a vLLM server's policy)."""
 
     def __init__(
         self,
@@ -195,12 +225,15 @@ class ChatClient:
         backoff_max: float = 30.0,
         timeout: float = 60.0,
         cache_dir: str | os.PathLike[str] | None = None,
+        api: API = "chat",
     ) -> None:
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
-        self.model = model
+        if api not in ENDPOINT_PATHS:
+            raise ValueError(f"api must be one of {sorted(ENDPOINT_PATHS)}, got {api!r}")
+        self.model, self.api = model, api
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.endpoint = f"{self.base_url}/chat/completions"
+        self.endpoint = f"{self.base_url}/{ENDPOINT_PATHS[api]}"
         self.max_concurrency, self.max_retries = max_concurrency, max_retries
         self.backoff_initial, self.backoff_max, self.timeout = backoff_initial, backoff_max, timeout
         self.cache = DiskCache(cache_dir) if cache_dir is not None else None
@@ -209,7 +242,7 @@ class ChatClient:
         if not self._api_key:
             if not _is_local(self.base_url):
                 raise MissingAPIKeyError(
-                    f"environment variable {api_key_env} is not set; the judge at {self.endpoint} needs an API key"
+                    f"environment variable {api_key_env} is not set; {self.endpoint} needs an API key"
                 )
             self._api_key = LOCAL_DUMMY_KEY
 
@@ -219,8 +252,14 @@ class ChatClient:
     def complete_many(
         self, conversations: list[Messages], *, on_failure: OnFailure = "raise", **sampling: Any
     ) -> list[ChatResult]:
+        """Chat conversations to the client's model; see `request_many`."""
+        return self.request_many([Request(c) for c in conversations], on_failure=on_failure, **sampling)
+
+    def request_many(
+        self, requests: list[Request], *, on_failure: OnFailure = "raise", **sampling: Any
+    ) -> list[ChatResult]:
         """Synchronous entry point; from inside a running event loop the batch runs on a worker thread."""
-        batch = self.acomplete_many(conversations, on_failure=on_failure, **sampling)
+        batch = self.arequest_many(requests, on_failure=on_failure, **sampling)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -228,8 +267,8 @@ class ChatClient:
         with ThreadPoolExecutor(max_workers=1) as pool:
             return pool.submit(asyncio.run, batch).result()
 
-    async def acomplete_many(
-        self, conversations: list[Messages], *, on_failure: OnFailure = "raise", **sampling: Any
+    async def arequest_many(
+        self, requests: list[Request], *, on_failure: OnFailure = "raise", **sampling: Any
     ) -> list[ChatResult]:
         """Results in input order. The openai client is per batch because it is bound to one event loop."""
         if on_failure not in ("raise", "skip"):
@@ -239,8 +278,8 @@ class ChatClient:
         )
         slots = asyncio.Semaphore(self.max_concurrency)
         tasks = [
-            asyncio.ensure_future(self._complete_one(api, slots, messages, sampling, on_failure))
-            for messages in conversations
+            asyncio.ensure_future(self._complete_one(api, slots, request, sampling, on_failure))
+            for request in requests
         ]
         try:
             return list(await asyncio.gather(*tasks))
@@ -250,15 +289,28 @@ class ChatClient:
             await asyncio.gather(*tasks, return_exceptions=True)
             await api.close()
 
+    def post(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        """A plain authenticated POST to `{base_url}/{path}` (server management such as vLLM's LoRA
+        endpoints); the caller judges the status. Connection errors propagate."""
+        return httpx.post(
+            f"{self.base_url}/{path}",
+            json=payload,
+            headers={"Authorization": f"Bearer {self._api_key}"},
+            timeout=self.timeout,
+        )
+
     async def _complete_one(
         self,
         api: openai.AsyncOpenAI,
         slots: asyncio.Semaphore,
-        messages: Messages,
+        request: Request,
         sampling: dict[str, Any],
         on_failure: OnFailure,
     ) -> ChatResult:
-        key = cache_key(self.model, messages, sampling)
+        model = request.model or self.model
+        if request.seed is not None:
+            sampling = {**sampling, "seed": request.seed}
+        key = cache_key(model, request.content, sampling)
         if self.cache is not None and (text := self.cache.get(key)) is not None:
             self.stats.add(cache_hits=1)
             return ChatResult(text=text, cached=True)
@@ -268,7 +320,9 @@ class ChatClient:
             async with slots:  # backoff sleeps happen outside, so waiting items hold no slot
                 self.stats.add(requests=1)
                 try:
-                    text, prompt_tokens, completion_tokens = await self._request(api, messages, sampling)
+                    text, prompt_tokens, completion_tokens, finish_reason = await self._request(
+                        api, model, request.content, sampling
+                    )
                 except (MalformedReply, openai.APIError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
                     if not is_retryable(exc):
@@ -277,34 +331,42 @@ class ChatClient:
                 else:
                     self.stats.add(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
                     if self.cache is not None:
-                        self.cache.put(key, self.model, text)
+                        self.cache.put(key, model, text)
                     return ChatResult(
                         text=text,
                         attempts=attempts,
                         prompt_tokens=prompt_tokens,
                         completion_tokens=completion_tokens,
+                        finish_reason=finish_reason,
                     )
             if attempts <= self.max_retries:
                 log.warning(
-                    "chat request attempt %d failed (%s); retrying in %.2fs", attempts, last_error, wait
+                    "request attempt %d to %s failed (%s); retrying in %.2fs",
+                    attempts,
+                    model,
+                    last_error,
+                    wait,
                 )
                 self.stats.add(retries=1, retry_wait_s=wait)
                 await asyncio.sleep(wait)
         self.stats.add(failures=1)
-        failure = APIFailure(self.endpoint, self.model, last_error, attempts)
+        failure = APIFailure(self.endpoint, model, last_error, attempts)
         if on_failure == "raise":
             raise failure
         log.warning("%s", failure)
         return ChatResult(text=None, error=str(failure), attempts=attempts)
 
     async def _request(
-        self, api: openai.AsyncOpenAI, messages: Messages, sampling: dict[str, Any]
-    ) -> tuple[str, int, int]:
+        self, api: openai.AsyncOpenAI, model: str, content: Messages | str, sampling: dict[str, Any]
+    ) -> tuple[str, int, int, str | None]:
         """Parse the body ourselves: the SDK's lenient parsing would let garbage or missing choices through."""
-        raw = await api.chat.completions.with_raw_response.create(
-            model=self.model, messages=messages, **sampling
-        )
-        return parse_reply(raw.http_response.text)
+        if self.api == "chat":
+            raw = await api.chat.completions.with_raw_response.create(
+                model=model, messages=content, **sampling
+            )
+        else:
+            raw = await api.completions.with_raw_response.create(model=model, prompt=content, **sampling)
+        return parse_reply(raw.http_response.text, self.api)
 
     def _backoff(self, attempt: int, exc: Exception) -> float:
         """Exponential with jitter in [d/2, d] (so a floor is testable), at least the server's retry-after."""

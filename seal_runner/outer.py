@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from seal_runner.config import SFTConfig
-from seal_runner.lora.batching import IGNORE_INDEX, epoch_schedule, pad_batch
+from seal_runner.lora.batching import IGNORE_INDEX, epoch_schedule, pad_batch, tokenize_sequences
 from seal_runner.lora.optim import linear_schedule
-from seal_runner.models import load_causal_lm, load_tokenizer
+from seal_runner.models import load_causal_lm, load_tokenizer, release_memory
 from seal_runner.records import write_json
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,12 @@ def merge_and_save(peft_model, tokenizer, out_dir: Path, stats: dict, started: f
     renamed into place: a crash leaves either no `out_dir` or a complete one. With `started` (a
     `time.perf_counter()` value) `stats["seconds"]` is set to the time elapsed up to the marker.
     """
-    merged = peft_model.merge_and_unload(safe_merge=True)  # safe_merge: refuse NaN-producing merges
+    # safe_merge: refuse NaN-producing merges; a fully finetuned model has nothing to merge.
+    merged = (
+        peft_model.merge_and_unload(safe_merge=True)
+        if hasattr(peft_model, "merge_and_unload")
+        else peft_model
+    )
     if getattr(merged, "is_gradient_checkpointing", False):
         merged.gradient_checkpointing_disable()
     merged.eval()
@@ -231,4 +236,69 @@ def train_sft(
         "resumed": False,
     }
     merge_and_save(peft_model, tokenizer, out_dir, stats, started=start)  # sets stats["seconds"]
+    del peft_model
+    release_memory()  # the next round's engines load the new policy in this process
+    return stats
+
+
+def merge_adapter(
+    model_path: str, adapter_dir: Path, out_dir: Path, device: str = "auto", dtype: str = "auto"
+) -> Path:
+    """Fold a trained inner-loop adapter into `model_path` and publish the result at `out_dir`
+    (atomically, with the same completion marker as `train_sft`), so sequential self-edits
+    (stage=continual) each start from the previous update. A finished `out_dir` is kept as is."""
+    from peft import PeftModel
+
+    out_dir = Path(out_dir)
+    if read_done(out_dir) is not None:
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model = PeftModel.from_pretrained(
+        load_causal_lm(model_path, dtype=dtype, device=device), str(adapter_dir)
+    )
+    stats = {"model_path": str(model_path), "adapter": str(adapter_dir)}
+    return merge_and_save(model, load_tokenizer(model_path), out_dir, stats, started=started)
+
+
+def train_on_texts(
+    model_path: str,
+    texts: list[str],
+    out_dir: Path,
+    cfg: SFTConfig,
+    full_finetune: bool = False,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> dict:
+    """Continued pretraining on plain texts (every token labelled, EOS appended): LoRA merged into a
+    new checkpoint, or all weights with `full_finetune`. The CPT experiment trains one such model on
+    the pooled self-edits of many documents. A finished `out_dir` is kept and its stats returned."""
+    out_dir = Path(out_dir)
+    done = read_done(out_dir)
+    if done is not None:
+        return {**done, "resumed": True}
+    if not texts:
+        raise ValueError("train_on_texts got no texts")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(model_path)
+    ids = tokenize_sequences(tokenizer, texts, cfg.max_length, append_eos=True)
+    examples = [(x, x) for x in ids]
+    model = load_causal_lm(model_path, dtype=dtype, device=device)
+    if full_finetune:
+        model.requires_grad_(True)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model = wrap_lora(model, cfg)
+    trained = train_lora(model, examples, cfg, tokenizer.pad_token_id)
+    stats = {
+        "model_path": str(model_path),
+        "texts": len(texts),
+        "full_finetune": full_finetune,
+        **trained,
+        "final_loss": trained["losses"][-1],
+        "resumed": False,
+    }
+    merge_and_save(model, tokenizer, out_dir, stats, started=start)
     return stats

@@ -30,6 +30,17 @@ def public_config(cfg: DictConfig) -> dict:
     return scrub(OmegaConf.to_container(cfg, resolve=True))
 
 
+def default_group(cfg: DictConfig) -> str:
+    """The W&B group when `logger.group` is unset: a multirun's sweep dir, so every job of one sweep
+    (on any launcher: basic, joblib, submitit/SLURM) lands in one group; else the experiment name."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return str(HydraConfig.get().sweep.dir)[-128:]  # W&B caps group names at 128 characters
+    return cfg.experiment_name
+
+
 class Tracker:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.run = None
@@ -42,7 +53,7 @@ class Tracker:
         self.run = wandb.init(
             project=logger.project,
             entity=logger.entity,
-            group=logger.group,
+            group=logger.group or default_group(cfg),
             tags=list(logger.tags),
             mode=logger.mode,
             dir=str(run_dir),
@@ -62,6 +73,12 @@ class Tracker:
 
         columns = list(rows[0])
         self.run.log({name: wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
+
+    def image(self, name: str, path: str) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({name: wandb.Image(path)})
 
     def summary(self, values: dict) -> None:
         if self.run is not None:

@@ -22,6 +22,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from seal_runner.config import (
+    ARCDomainConfig,
+    ARCSelfEditPromptConfig,
     HFEngineConfig,
     KnowledgeDomainConfig,
     LexicalGraderConfig,
@@ -29,6 +31,7 @@ from seal_runner.config import (
     LoggerConfig,
     LoraConfig,
     ModelConfig,
+    OpenAIEngineConfig,
     RestemConfig,
     SelfEditPromptConfig,
     SFTConfig,
@@ -45,12 +48,12 @@ SEAL_RUN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "seal-run"
 # The schema each group's options must be typed with: typos and wrong types only fail on typed nodes.
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "model": (ModelConfig,),
-    "domain": (KnowledgeDomainConfig,),
-    "selfedit_prompt": (SelfEditPromptConfig,),
+    "domain": (KnowledgeDomainConfig, ARCDomainConfig),
+    "selfedit_prompt": (SelfEditPromptConfig, ARCSelfEditPromptConfig),
     "restem": (RestemConfig,),
     "lora": (LoraConfig,),
     "sft": (SFTConfig,),
-    "engine": (VLLMEngineConfig, HFEngineConfig),
+    "engine": (VLLMEngineConfig, HFEngineConfig, OpenAIEngineConfig),
     "grader": (LexicalGraderConfig, LLMJudgeGraderConfig),
     "logger": (LoggerConfig,),
 }
@@ -69,8 +72,8 @@ def discover_options() -> list[tuple[str, str]]:
     """(group, option) for every YAML in a group folder; nested folders give options like demo/x."""
     options = []
     for rel in _yaml_files(files(CONF_MODULE)):
-        if "/" not in rel:
-            continue  # the root config.yaml
+        if "/" not in rel or rel.startswith("hydra/"):
+            continue  # the root config.yaml; Hydra's own groups (launchers: tests/test_scaleout.py)
         group, option = rel.split("/", 1)
         options.append((group, option.removesuffix(".yaml")))
     return options
@@ -102,9 +105,14 @@ def _compose(overrides: list[str], hydra_cfg: bool = False) -> DictConfig:
 
 
 def _resolved(cfg: DictConfig) -> dict:
-    """Resolve every interpolation and fail on any ??? left; run_dir needs a live Hydra run, so pin it."""
+    """Resolve every interpolation and fail on any ??? left; run_dir needs a live Hydra run, so pin it.
+
+    Table 2 sources that read a user's file or checkpoint keep `path: ???` until a run selects them."""
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     job.run_dir = "/tmp/seal-runner-test-run"
+    for source in job.selfedit_sources.values():
+        if OmegaConf.is_missing(source, "path"):
+            source.path = "/user/supplied"
     return OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
 
 
@@ -148,10 +156,14 @@ def test_every_option_composes(hydra_ctx: None, group: str, option: str) -> None
 
 def test_targets_point_at_existing_classes(hydra_ctx: None) -> None:
     """`_target_` strings are only imported at run time; check them now without importing vLLM."""
-    for group, option in OPTIONS:
-        if group not in ("engine", "grader"):
-            continue
-        target = _compose([f"{group}={option}"])[group]._target_
+    targets = [
+        _compose([f"{group}={option}"])[group]._target_
+        for group, option in OPTIONS
+        if group in ("engine", "grader")
+    ]
+    sources = _compose([]).selfedit_sources.values()
+    targets += [s._target_ for s in sources] + [s.engine._target_ for s in sources if "engine" in s]
+    for target in targets:
         module, _, cls = target.rpartition(".")
         spec = importlib.util.find_spec(module)
         assert spec is not None and spec.origin, target
@@ -161,11 +173,11 @@ def test_targets_point_at_existing_classes(hydra_ctx: None) -> None:
 
 
 def test_default_config(hydra_ctx: None) -> None:
-    """The no-argument run is the CPU demo preset on the built-in passages."""
+    """The no-argument run is the one-round ReSTEM CPU demo on the built-in passages."""
     cfg = _compose([], hydra_cfg=True)
     assert cfg.hydra.runtime.choices["experiment"] == "demo/knowledge_cpu"
     assert cfg.hydra.runtime.choices["lora"] == "cpu_demo"
-    assert cfg.stage == "evaluate"
+    assert cfg.stage == "restem" and cfg.restem.rounds == 1
     assert cfg.domain.data_path == "builtin:demo"
     # run_dir only resolves inside a live Hydra run, which compose() does not start.
     assert OmegaConf.to_container(cfg)["run_dir"] == "${hydra:runtime.output_dir}"

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.integration
 
 SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 TINY = [
+    "experiment=demo/table2_cpu",
     "domain.n_articles=2",
     "sampling.max_tokens=64",
     "lora.epochs=2",
@@ -32,11 +33,13 @@ def offline_wandb_runs(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "wandb").glob("offline-run-*"))
 
 
-def test_default_job_on_two_passages(tmp_path):
+def test_table2_demo_on_two_passages(tmp_path):
     run_dir = tmp_path / "run"
     proc = seal_run([*TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert "train on passage" in proc.stdout and "passage + self-edit" in proc.stdout
-    edits = [json.loads(line) for line in (run_dir / "self_edits.jsonl").read_text().splitlines()]
+    edits = [
+        json.loads(line) for line in (run_dir / "self_edits" / "selfedit.jsonl").read_text().splitlines()
+    ]
     assert len(edits) == 2 and all(e["prompt"] and "sequences" in e for e in edits)
     results = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert {r["condition"] for r in results} == {"base", "passage", "selfedit"}
@@ -47,9 +50,10 @@ def test_default_job_on_two_passages(tmp_path):
     assert list(wandb_run.glob("*.wandb"))
 
     # A rerun of the same directory finds everything done: no new records anywhere.
-    sizes = {p.name: p.stat().st_size for p in run_dir.glob("*.jsonl")}
+    sizes = {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
+    assert len(sizes) == 3
     seal_run([*TINY, f"hydra.run.dir={run_dir}", "logger.mode=disabled"], cwd=tmp_path)
-    assert sizes == {p.name: p.stat().st_size for p in run_dir.glob("*.jsonl")}
+    assert sizes == {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
 
 
 def test_multirun_gives_separate_dirs_and_wandb_runs(tmp_path):
@@ -57,6 +61,7 @@ def test_multirun_gives_separate_dirs_and_wandb_runs(tmp_path):
     seal_run(
         [
             "-m",
+            "experiment=demo/table2_cpu",
             "lora.lr=1e-4,1e-3",
             "engine=hf",
             "conditions=[passage]",

@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 
 from seal_runner.engines.vllm_engine import VLLM_LORA_RANKS, supported_lora_rank
-from seal_runner.models import resolve_model_path
+from seal_runner.models import ModelPathError, resolve_model_path
 
 
 def test_missing_local_model_path_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ModelPathError, match="does not exist"):
         resolve_model_path(str(tmp_path / "no-such-model"))
 
 
-def test_existing_path_and_hub_id_pass_through(tmp_path):
+def test_existing_path_and_hub_id_pass_through(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text("{}")
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     assert resolve_model_path("Qwen/Qwen2.5-7B") == "Qwen/Qwen2.5-7B"
 
 

@@ -109,4 +109,8 @@ class HFEngine:
         return completions
 
     def close(self) -> None:
-        del self.model
+        """Drop every reference to the model (the multi-adapter wrapper holds one too) and free it."""
+        from seal_runner.models import release_memory
+
+        self.model = self.lora = None
+        release_memory()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from seal_runner.engines.base import Completion, LoraAdapter, Sampling
 
@@ -12,10 +14,25 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 def supported_lora_rank(rank: int) -> int:
     """vLLM accepts only these max_lora_rank values; round up, or fail naming them."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"LoRA rank must be a positive integer, got {rank!r}; vLLM allows {VLLM_LORA_RANKS}")
     for allowed in VLLM_LORA_RANKS:
         if rank <= allowed:
             return allowed
     raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank; allowed: {VLLM_LORA_RANKS}")
+
+
+def check_adapter_rank(adapter: LoraAdapter, max_lora_rank: int) -> None:
+    """Fail naming the adapter before vLLM does so from deep inside its LoRA manager."""
+    config = Path(adapter.path) / "adapter_config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"adapter {adapter.name!r}: no adapter_config.json in {adapter.path}")
+    rank = json.loads(config.read_text())["r"]
+    if rank > max_lora_rank:
+        raise ValueError(
+            f"adapter {adapter.name!r} has LoRA rank {rank} but the engine serves at most {max_lora_rank}: "
+            f"set engine.max_lora_rank (and qa_engine.max_lora_rank) >= {rank}"
+        )
 
 
 class VLLMEngine:
@@ -39,6 +56,7 @@ class VLLMEngine:
         from vllm import LLM
 
         on_cpu = not torch.cuda.is_available()
+        self.max_lora_rank = supported_lora_rank(max_lora_rank)
         self.llm = LLM(
             model=model_path,
             max_model_len=max_model_len,
@@ -46,7 +64,7 @@ class VLLMEngine:
             seed=seed,
             enable_lora=True,
             max_loras=max_loras,
-            max_lora_rank=supported_lora_rank(max_lora_rank),
+            max_lora_rank=self.max_lora_rank,
             max_num_seqs=max_num_seqs,
             enforce_eager=enforce_eager,
             **({} if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}),
@@ -58,6 +76,8 @@ class VLLMEngine:
 
         if adapter is None:
             return None
+        if adapter.name not in self._lora_ids:
+            check_adapter_rank(adapter, self.max_lora_rank)
         lora_id = self._lora_ids.setdefault(adapter.name, len(self._lora_ids) + 1)
         return LoRARequest(adapter.name, lora_id, adapter.path)
 
@@ -100,8 +120,8 @@ class VLLMEngine:
     def close(self) -> None:
         """Stop the engine-core process now rather than at interpreter exit (multirun jobs and the
         outer loop build several engines in one process)."""
-        import gc
+        from seal_runner.models import release_memory
 
         self.llm.llm_engine.engine_core.shutdown()
         del self.llm
-        gc.collect()
+        release_memory()

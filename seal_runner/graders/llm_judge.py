@@ -78,6 +78,11 @@ class LLMJudgeGrader:
         rate = self.counts["disagreements"] / compared if compared else 0.0
         return {**self.counts, "disagreement_rate": rate, "client": self.client.stats.as_dict()}
 
+    def usage(self) -> dict[str, float]:
+        """`stats` flattened to numbers, for the tracker (see RunContext.log_api_usage)."""
+        stats = self.stats
+        return {**{k: v for k, v in stats.items() if k != "client"}, **self.client.stats.usage()}
+
     def grade(self, items: list[GradeItem]) -> list[Verdict]:
         # The judge is deterministic, so each distinct prompt is asked once; empty predictions never are.
         unique = list(dict.fromkeys(judge_prompt(item) for item in items if item.prediction.strip()))

@@ -6,9 +6,40 @@ the loss; the reference path pads every row to `max_length` and labels the pads,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TrainRow:
+    """One training sequence: token ids and per-token labels (`IGNORE_INDEX` where no loss is taken).
+
+    Plain text sequences label every token; prompt/completion rows (ARC test-time training on the
+    output tokens only) label just the completion, so the label mask travels with the tokens."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.input_ids) != len(self.labels):
+            raise ValueError(f"{len(self.input_ids)} input ids but {len(self.labels)} labels")
+
+    @classmethod
+    def all_tokens(cls, ids: list[int]) -> TrainRow:
+        return cls(list(ids), list(ids))
+
+    def truncated(self, max_length: int) -> TrainRow:
+        if len(self.input_ids) <= max_length:
+            return self
+        return TrainRow(self.input_ids[:max_length], self.labels[:max_length])
+
+    @property
+    def num_targets(self) -> int:
+        """Positions that contribute a next-token loss (the first token is never predicted)."""
+        return sum(label != IGNORE_INDEX for label in self.labels[1:])
 
 
 def tokenize_sequences(tokenizer, texts: list[str], max_length: int, append_eos: bool) -> list[list[int]]:
@@ -46,6 +77,13 @@ def pad_batch(rows: list[list[int]], pad_id: int, pad_to: int | None = None, lab
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         attention[i, : len(row)] = 1
     labels = input_ids.clone() if label_pads else input_ids.masked_fill(attention == 0, IGNORE_INDEX)
+    return input_ids, attention, labels
+
+
+def pad_rows(rows: list[TrainRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad `TrainRow`s to the longest; pads never carry a label."""
+    input_ids, attention, _ = pad_batch([r.input_ids for r in rows], pad_id)
+    labels, _, _ = pad_batch([r.labels for r in rows], IGNORE_INDEX)
     return input_ids, attention, labels
 
 

@@ -8,6 +8,8 @@ parameter change and no state change.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -86,3 +88,21 @@ def linear_schedule(step: int, total_steps: int, warmup_steps: int) -> float:
     if step < warmup_steps:
         return step / max(1, warmup_steps)
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def cosine_schedule(step: int, total_steps: int, warmup_steps: int) -> float:
+    """transformers' get_cosine_schedule_with_warmup multiplier (half a cosine, no restarts)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+LR_SCHEDULES = {"linear": linear_schedule, "cosine": cosine_schedule}
+
+
+def lr_schedule(name: str):
+    """The multiplier function named by `lora.lr_schedule`; unknown names fail naming the choices."""
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"lora.lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {name!r}")
+    return LR_SCHEDULES[name]

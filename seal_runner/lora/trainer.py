@@ -1,7 +1,10 @@
 """Inner-loop LoRA updates: the fast multi-adapter trainer and the paper's reference protocol.
 
 Both take `InnerJob`s (one self-edit's training sequences + a seed) and leave a trained adapter
-per job; both report the same `InnerResult`. `FastInnerTrainer` trains up to K jobs at once over
+per job; both report the same `InnerResult`. A job may instead carry pre-tokenised `TrainRow`s with
+their own label masks (ARC trains on output tokens only) and its own learning rate and epoch count
+(ARC self-edits choose them); the fast trainer handles those, masking each adapter out of the
+optimizer once its own schedule ends. `FastInnerTrainer` trains up to K jobs at once over
 one resident base model (adapters reset in place, never re-wrapped); `ReferenceInnerTrainer`
 wraps the base with a fresh PEFT adapter per job and trains it alone at batch size 1 on rows
 padded to `max_length` with the pads in the loss, exactly as the reference implementation.
@@ -16,17 +19,24 @@ from pathlib import Path
 
 import torch
 
-from seal_runner.lora.batching import epoch_schedule, pad_batch, token_losses, tokenize_sequences
+from seal_runner.lora.batching import (
+    TrainRow,
+    epoch_schedule,
+    pad_batch,
+    pad_rows,
+    token_losses,
+    tokenize_sequences,
+)
 from seal_runner.lora.multi_lora import AdapterSpec, MultiLoraModel
-from seal_runner.lora.optim import StackedAdamW, linear_schedule
+from seal_runner.lora.optim import StackedAdamW, linear_schedule, lr_schedule
 
 
-def _length_buckets(rows: list[tuple[int, list[int]]], max_tokens: int) -> list[list[tuple[int, list[int]]]]:
+def _length_buckets(rows: list[tuple[int, TrainRow]], max_tokens: int) -> list[list[tuple[int, TrainRow]]]:
     """Split rows, shortest first, into batches whose padded size stays within `max_tokens`."""
-    buckets: list[list[tuple[int, list[int]]]] = []
-    for item in sorted(rows, key=lambda r: len(r[1])):
+    buckets: list[list[tuple[int, TrainRow]]] = []
+    for item in sorted(rows, key=lambda r: len(r[1].input_ids)):
         current = buckets[-1] if buckets else None
-        if current is not None and (len(current) + 1) * len(item[1]) <= max_tokens:
+        if current is not None and (len(current) + 1) * len(item[1].input_ids) <= max_tokens:
             current.append(item)
         else:
             buckets.append([item])
@@ -35,9 +45,15 @@ def _length_buckets(rows: list[tuple[int, list[int]]], max_tokens: int) -> list[
 
 @dataclass
 class InnerJob:
+    """One inner update. `rows` (token ids + labels) replace `sequences` when given; `lr`/`epochs`
+    override the LoRA config's (None = config value; 0 epochs = the untrained adapter is kept)."""
+
     key: str
     sequences: list[str]
     seed: int
+    rows: list[TrainRow] | None = None
+    lr: float | None = None
+    epochs: int | None = None
 
 
 @dataclass
@@ -71,11 +87,13 @@ class FastInnerTrainer:
         cfg, start = self.cfg, time.perf_counter()
         for slot, job in enumerate(jobs):
             self.lora.reset(slot, self.spec, job.seed)
-        data = [tokenize_sequences(self.tokenizer, j.sequences, cfg.max_length, cfg.append_eos) for j in jobs]
+        data = [self._rows(j) for j in jobs]
         schedules = [
-            epoch_schedule(len(d), cfg.epochs, cfg.batch_size, j.seed)
+            epoch_schedule(len(d), cfg.epochs if j.epochs is None else j.epochs, cfg.batch_size, j.seed)
             for d, j in zip(data, jobs, strict=True)
         ]
+        peak_lrs = [cfg.lr if j.lr is None else j.lr for j in jobs]
+        multiplier = lr_schedule(cfg.lr_schedule)
         results = [
             InnerResult(j.key, steps=len(s), train_tokens=0, seconds=0.0)
             for j, s in zip(jobs, schedules, strict=True)
@@ -83,7 +101,7 @@ class FastInnerTrainer:
         optimizer = StackedAdamW(self.lora.parameters(), weight_decay=cfg.weight_decay)
         alive = [True] * len(jobs)
         model = self.lora.model.train()
-        for step in range(max(len(s) for s in schedules)):
+        for step in range(max(len(s) for s in schedules)):  # 0 when every job trains 0 epochs
             members = [k for k in range(len(jobs)) if alive[k] and step < len(schedules[k])]
             if not members:
                 break
@@ -96,10 +114,13 @@ class FastInnerTrainer:
                     self._zero_slot_grads(k)
                     continue
                 results[k].losses.append(step_loss[k])
-                results[k].train_tokens += sum(len(row) - 1 for slot, row in rows if slot == k)
+                results[k].train_tokens += sum(len(row.input_ids) - 1 for slot, row in rows if slot == k)
             optimizer.clip_grad_norm_(cfg.max_grad_norm)
             lrs = torch.tensor(
-                [cfg.lr * linear_schedule(step, len(s), cfg.warmup_steps) for s in schedules]
+                [
+                    lr * multiplier(step, len(s), cfg.warmup_steps)
+                    for lr, s in zip(peak_lrs, schedules, strict=True)
+                ]
                 + [0.0] * (self.lora.num_adapters - len(jobs))
             )
             active = torch.zeros(self.lora.num_adapters, dtype=torch.bool)
@@ -113,8 +134,14 @@ class FastInnerTrainer:
             result.seconds = (time.perf_counter() - start) / len(jobs)
         return results
 
-    def _accumulate_gradients(self, model, rows: list[tuple[int, list[int]]], optimizer) -> dict[int, float]:
-        """One optimizer step's gradients for every adapter in `rows` (slot, token ids).
+    def _rows(self, job: InnerJob) -> list[TrainRow]:
+        if job.rows is not None:
+            return [row.truncated(self.cfg.max_length) for row in job.rows]
+        ids = tokenize_sequences(self.tokenizer, job.sequences, self.cfg.max_length, self.cfg.append_eos)
+        return [TrainRow.all_tokens(row) for row in ids]
+
+    def _accumulate_gradients(self, model, rows: list[tuple[int, TrainRow]], optimizer) -> dict[int, float]:
+        """One optimizer step's gradients for every adapter in `rows` (slot, training row).
 
         Rows are sorted by length and cut into forward passes of at most `max_tokens_per_forward`
         padded tokens, so short self-edit lines are not padded to a passage's length; each adapter's
@@ -124,12 +151,14 @@ class FastInnerTrainer:
         optimizer.zero_grad()
         denominators: dict[int, float] = {}
         for slot, row in rows:
-            per_row = self.cfg.max_length - 1 if self.cfg.loss_normalization == "reference" else len(row) - 1
+            per_row = (
+                self.cfg.max_length - 1 if self.cfg.loss_normalization == "reference" else row.num_targets
+            )
             denominators[slot] = denominators.get(slot, 0) + per_row
         step_loss = dict.fromkeys(denominators, 0.0)
         for chunk in _length_buckets(rows, self.cfg.max_tokens_per_forward):
             slots = torch.tensor([slot for slot, _ in chunk])
-            input_ids, attention, labels = pad_batch([row for _, row in chunk], self.tokenizer.pad_token_id)
+            input_ids, attention, labels = pad_rows([row for _, row in chunk], self.tokenizer.pad_token_id)
             with self.lora.router.route(slots):
                 logits = model(
                     input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
@@ -167,6 +196,11 @@ class ReferenceInnerTrainer:
         from peft import LoraConfig, get_peft_model
 
         cfg, start = self.cfg, time.perf_counter()
+        if job.rows is not None or job.lr is not None or job.epochs is not None:
+            raise ValueError(
+                f"job {job.key}: lora.mode=reference trains text sequences with the config's lr and "
+                "epochs only (knowledge domain); use lora.mode=fast for ARC test-time training"
+            )
         torch.manual_seed(job.seed)
         peft_model = get_peft_model(
             self.base,

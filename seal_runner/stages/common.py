@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -37,17 +39,23 @@ class RunContext:
     tokenizer: object
     formatter: PromptFormatter
     tracker: Tracker
+    _grader: Any = field(default=None, init=False, repr=False)
+    # role -> every engine built for it that reports API usage (the outer loop builds one per policy)
+    _api_engines: dict[str, list] = field(default_factory=lambda: defaultdict(list), init=False, repr=False)
 
     def engine_for(self, model_path: str, role: str = "engine"):
         """An engine serving `model_path` (the outer loop builds one per policy); `role` is `engine`
         (self-edit sampling) or `qa_engine` (answering probe questions)."""
-        return instantiate(
+        engine = instantiate(
             self.cfg[role],
             model_path=model_path,
             max_model_len=self.cfg.model.max_model_len,
             dtype=self.cfg.model.dtype,
             seed=self.cfg.seed,
         )
+        if hasattr(engine, "usage"):
+            self._api_engines[role].append(engine)
+        return engine
 
     def engines_for(self, model_path: str) -> Engines:
         """Sampling and QA engines for a policy; one instance when both roles choose the same engine.
@@ -59,7 +67,28 @@ class RunContext:
         return Engines(sampler, qa)
 
     def grader(self):
-        return instantiate(self.cfg.grader)
+        """One grader per run, so an LLM judge's counters (requests, tokens, cost) cover the whole run."""
+        if self._grader is None:
+            self._grader = instantiate(self.cfg.grader)
+        return self._grader
+
+    def api_usage(self) -> dict[str, float]:
+        """Cumulative OpenAI-API usage of this run so far as flat metrics (`api/judge/cost_usd`,
+        `api/qa_engine/completion_tokens`, ...); empty when no grader or engine called an API."""
+        sources = {"judge": [self._grader] if hasattr(self._grader, "usage") else [], **self._api_engines}
+        metrics: dict[str, float] = {}
+        for name, users in sources.items():
+            for user in users:
+                for key, value in user.usage().items():
+                    metrics[f"api/{name}/{key}"] = metrics.get(f"api/{name}/{key}", 0) + value
+        return metrics
+
+    def log_api_usage(self) -> dict[str, float]:
+        """Log `api_usage()` to the tracker (when there is any) and return it for summary.json."""
+        metrics = self.api_usage()
+        if metrics:
+            self.tracker.log(metrics)
+        return metrics
 
 
 def setup_run(cfg: DictConfig) -> RunContext:

@@ -1,104 +1,106 @@
-"""`stage=evaluate`: per context, base accuracy vs accuracy after a LoRA update on the passage alone
-and on passage + one sampled self-edit (the paper's Table 2 rows that need no API).
+"""`stage=evaluate`: the paper's Table 2 on one set of held-out articles.
+
+Rows: `base` (no update), `passage` (update on the passage alone), and one row per self-edit source
+named in `conditions` and defined in `selfedit_sources` (the run's model, an OpenAI-compatible
+model, a trained policy, a JSONL file; see domains/knowledge/sources.py). A row whose source is a
+trained policy updates and questions that policy, so its own no-update accuracy is measured too.
 
 Steps, each resumable from the run dir:
-  self_edits.jsonl   one sampled self-edit per article (prompt, text, tokens, parse status)
-  updates.jsonl      one inner update per (condition, article): steps, losses, seconds, failure
-  results.jsonl      one graded answer per (condition, article, question)
-  summary.json       macro accuracy ± SE per condition, gains, timings, versions
+  self_edits/<row>.jsonl   one self-edit per article (prompt, text, tokens, status, sequences)
+  updates.jsonl            one inner update per (row, article): steps, losses, seconds, failure
+  results.jsonl            one graded answer per (row, article, question)
+  summary.json             macro accuracy ± SE per row, its baseline and gain, timings, versions
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seal_runner.domains.knowledge.data import load_articles
+from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import macro_accuracy, micro_accuracy
-from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
+from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, train_adapters
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
-from seal_runner.stages.common import setup_run, versions
+from seal_runner.stages.common import RunContext, setup_run, versions
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("base", "passage", "selfedit")
-LABELS = {"base": "base model (no update)", "passage": "train on passage", "selfedit": "passage + self-edit"}
+BUILT_IN = {"base": "base model (no update)", "passage": "train on passage"}
+
+
+@dataclass
+class Row:
+    name: str
+    label: str
+    source: object | None  # None for the built-in rows
+    policy: str  # the model this row updates and questions
+    baseline: str  # the condition holding that model's no-update answers
+
+
+def rows_for(cfg: DictConfig, run_model: str) -> list[Row]:
+    rows = []
+    for name in cfg.conditions:
+        if name in BUILT_IN:
+            rows.append(Row(name, BUILT_IN[name], None, run_model, "base"))
+        elif name in cfg.selfedit_sources:
+            source = instantiate(cfg.selfedit_sources[name], _recursive_=False)
+            policy = source.policy_path(run_model)
+            baseline = "base" if policy == run_model else f"{name}/no_update"
+            rows.append(Row(name, source.label, source, policy, baseline))
+        else:
+            raise ValueError(
+                f"conditions: {name!r} is neither a built-in row {sorted(BUILT_IN)} nor a key of "
+                f"selfedit_sources {sorted(cfg.selfedit_sources)}"
+            )
+    return rows
 
 
 def run(cfg: DictConfig) -> dict:
-    unknown = set(cfg.conditions) - set(CONDITIONS)
-    if unknown:
-        raise ValueError(
-            f"conditions={list(cfg.conditions)}: unknown {sorted(unknown)}; choose from {CONDITIONS}"
-        )
     started = time.perf_counter()
     ctx = setup_run(cfg)
     d = cfg.domain
     articles = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
     log.info("%d articles from %s", len(articles), d.data_path)
-    engines = ctx.engines_for(ctx.model_path)
-    timings: dict[str, float] = {}
+    rows = rows_for(cfg, ctx.model_path)
+    by_policy: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_policy[row.policy].append(row)
+    timings: dict[str, float] = defaultdict(float)
+    edits: dict[str, dict[int, dict]] = {}
+    results: list[dict] = []
+    updates: dict[str, dict] = {}
+    for policy, policy_rows in by_policy.items():
+        part = evaluate_policy_rows(ctx, policy, policy_rows, articles, timings)
+        edits |= part[0]
+        updates |= part[1]
+        results = part[2]
 
-    t0 = time.perf_counter()
-    samples = 1 if "selfedit" in cfg.conditions else 0
-    edits = sample_selfedits(
-        cfg, engines.sampler, ctx.formatter, articles, samples, ctx.run_dir / "self_edits.jsonl", "eval"
-    )
-    edits = {article: r for (article, _), r in edits.items()}
-    timings["sampling_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    trained = [c for c in cfg.conditions if c != "base"]
-    jobs = [
-        InnerJob(
-            f"{c}-{a.index:04d}",
-            [f"{a.title}\n{a.context}"] if c == "passage" else edits[a.index]["sequences"],
-            derive_seed(cfg.seed, "inner", c, a.index),
-        )
-        for a in articles
-        for c in trained
-    ]
-    updates = train_adapters(
-        cfg,
-        ctx.model_path,
-        ctx.tokenizer,
-        jobs,
-        ctx.run_dir / "updates.jsonl",
-        ctx.run_dir / "adapters",
-        ctx.tracker,
-    )
-    timings["inner_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    units = [("base", a, None) for a in articles] if "base" in cfg.conditions else []
-    for c in trained:
-        for a in articles:
-            adapter = adapter_for(updates.get(f"{c}-{a.index:04d}"), ctx.run_dir.name)
-            if adapter is not None:
-                units.append((c, a, adapter))
-    results = answer_units(cfg, engines.qa, ctx.grader(), ctx.formatter, units, ctx.run_dir / "results.jsonl")
-    timings["eval_s"] = time.perf_counter() - t0
-    engines.close()
-
-    summary = summarise(cfg, articles, edits, updates, results, timings, started)
+    summary = summarise(cfg, rows, articles, edits, updates, results, timings, started)
+    summary["api_usage"] = ctx.log_api_usage()
     write_json(ctx.run_dir / "summary.json", summary)
-    ctx.tracker.log({f"acc/{c}": summary["conditions"][c]["macro_accuracy"] for c in summary["conditions"]})
-    ctx.tracker.table(
-        "self_edits",
-        [
-            {
-                "article": r["article"],
-                "title": r["title"],
-                "self_edit": r["text"],
-                "acc_after": _article_acc(results, "selfedit", r["article"]),
-                "acc_base": _article_acc(results, "base", r["article"]),
-            }
-            for r in edits.values()
-        ],
-    )
+    ctx.tracker.log({f"acc/{c}": v["macro_accuracy"] for c, v in summary["conditions"].items()})
+    for row in rows:
+        if row.name not in edits:
+            continue
+        ctx.tracker.table(
+            f"self_edits/{row.name}",
+            [
+                {
+                    "article": r["article"],
+                    "title": r["title"],
+                    "self_edit": r["text"],
+                    "acc_after": _article_acc(results, row.name, r["article"]),
+                    "acc_no_update": _article_acc(results, row.baseline, r["article"]),
+                }
+                for r in edits[row.name].values()
+            ],
+        )
     ctx.tracker.summary(
         {k: v for k, v in summary.items() if k != "conditions"}
         | {f"{c}/macro_accuracy": v["macro_accuracy"] for c, v in summary["conditions"].items()}
@@ -106,6 +108,67 @@ def run(cfg: DictConfig) -> dict:
     ctx.tracker.finish()
     print(format_table(summary))
     return summary
+
+
+def evaluate_policy_rows(
+    ctx: RunContext, policy: str, rows: list[Row], articles: list[Article], timings: dict[str, float]
+) -> tuple[dict[str, dict[int, dict]], dict[str, dict], list[dict]]:
+    """Every row that updates `policy`: its self-edits, inner updates and graded answers.
+
+    A policy other than the run's model also gets a no-update row (`<row>/no_update`), its baseline."""
+    cfg = ctx.cfg
+    engines = ctx.engines_for(policy)
+    try:
+        t0 = time.perf_counter()
+        edits = {}
+        for row in rows:
+            if row.source is not None:
+                out = ctx.run_dir / "self_edits" / f"{row.name}.jsonl"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                sampled = row.source.selfedits(cfg, engines.sampler, ctx.formatter, articles, out, policy)
+                edits[row.name] = {article: r for (article, sample), r in sampled.items() if sample == 0}
+        timings["sampling_s"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        trained = [r for r in rows if r.name != "base"]
+        jobs = [
+            InnerJob(
+                f"{r.name}-{a.index:04d}",
+                [f"{a.title}\n{a.context}"] if r.name == "passage" else edits[r.name][a.index]["sequences"],
+                derive_seed(cfg.seed, "inner", r.name, a.index),
+            )
+            for a in articles
+            for r in trained
+        ]
+        updates = train_adapters(
+            cfg,
+            policy,
+            ctx.tokenizer,
+            jobs,
+            ctx.run_dir / "updates.jsonl",
+            ctx.run_dir / "adapters",
+            ctx.tracker,
+        )
+        timings["inner_s"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        units = []
+        if any(r.name == "base" for r in rows):
+            units += [("base", a, None) for a in articles]
+        if policy != ctx.model_path:
+            units += [(r.baseline, a, None) for r in rows for a in articles]
+        for r in trained:
+            for a in articles:
+                adapter = adapter_for(updates.get(f"{r.name}-{a.index:04d}"), ctx.run_dir.name)
+                if adapter is not None:
+                    units.append((r.name, a, adapter))
+        results = answer_units(
+            cfg, engines.qa, ctx.grader(), ctx.formatter, units, ctx.run_dir / "results.jsonl"
+        )
+        timings["eval_s"] += time.perf_counter() - t0
+    finally:
+        engines.close()
+    return edits, updates, results
 
 
 def _article_acc(results: list[dict], condition: str, article: int) -> float | None:
@@ -117,19 +180,24 @@ def _article_acc(results: list[dict], condition: str, article: int) -> float | N
     return sum(hits) / len(hits) if hits else None
 
 
-def summarise(cfg, articles, edits, updates, results, timings, started) -> dict:
+def summarise(cfg, rows, articles, edits, updates, results, timings, started) -> dict:
     conditions = {}
-    for c in cfg.conditions:
-        mean, se, n = macro_accuracy(results, c)
-        conditions[c] = {
-            "label": LABELS[c],
+    for row in rows:
+        mean, se, n = macro_accuracy(results, row.name)
+        baseline = macro_accuracy(results, row.baseline)[0] if row.name != "base" else None
+        conditions[row.name] = {
+            "label": row.label,
             "macro_accuracy": mean,
             "se": se,
             "articles": n,
-            "micro_accuracy": micro_accuracy(results, c),
+            "micro_accuracy": micro_accuracy(results, row.name),
+            "baseline": baseline,
+            "gain": None if baseline is None else mean - baseline,
+            "policy": row.policy,
         }
     trained = [u for u in updates.values() if u.get("adapter")]
-    statuses = [e["status"] for e in edits.values()]
+    statuses = [e["status"] for row_edits in edits.values() for e in row_edits.values()]
+    tokens = [e["num_tokens"] for row_edits in edits.values() for e in row_edits.values() if e["num_tokens"]]
     return {
         "experiment": cfg.experiment_name,
         "stage": "evaluate",
@@ -138,34 +206,32 @@ def summarise(cfg, articles, edits, updates, results, timings, started) -> dict:
         "articles": len(articles),
         "questions": sum(len(a.questions) for a in articles),
         "conditions": conditions,
-        "gain_selfedit_vs_base": _gain(conditions, "selfedit", "base"),
-        "gain_passage_vs_base": _gain(conditions, "passage", "base"),
         "self_edits": {s: statuses.count(s) for s in sorted(set(statuses))},
-        "mean_selfedit_tokens": sum(e["num_tokens"] for e in edits.values()) / max(1, len(edits)),
+        "mean_selfedit_tokens": sum(tokens) / max(1, len(tokens)),
         "inner_updates": len(trained),
         "inner_failures": sum(1 for u in updates.values() if u.get("failed")),
         "seconds_per_inner_update": sum(u["seconds"] for u in trained) / max(1, len(trained)),
         "ungraded_answers": sum(1 for r in results if r["correct"] is None),
-        "timings": timings | {"total_s": time.perf_counter() - started},
+        "timings": dict(timings) | {"total_s": time.perf_counter() - started},
         "lora_mode": cfg.lora.mode,
         "versions": versions(),
     }
 
 
-def _gain(conditions: dict, a: str, b: str) -> float | None:
-    if a in conditions and b in conditions:
-        return conditions[a]["macro_accuracy"] - conditions[b]["macro_accuracy"]
-    return None
-
-
 def format_table(summary: dict) -> str:
+    """The paper's Table 2 layout: one row per condition, its no-update baseline and the adapted
+    accuracy (macro over articles ± SE)."""
     lines = [
         f"\n{summary['experiment']}: {summary['articles']} articles, {summary['questions']} questions "
         f"(macro accuracy over articles ± SE)",
-        f"{'condition':<28} {'accuracy':>9} {'± SE':>7}",
+        f"{'condition':<36} {'no update':>9} {'adapted':>8} {'± SE':>6} {'gain':>7}",
     ]
     for c in summary["conditions"].values():
-        lines.append(f"{c['label']:<28} {100 * c['macro_accuracy']:>8.1f}% {100 * c['se']:>6.1f}")
+        baseline = "" if c["baseline"] is None else f"{100 * c['baseline']:.1f}%"
+        gain = "" if c["gain"] is None else f"{100 * c['gain']:+.1f}"
+        lines.append(
+            f"{c['label']:<36} {baseline:>9} {100 * c['macro_accuracy']:>7.1f}% {100 * c['se']:>6.1f} {gain:>7}"
+        )
     lines.append(
         f"inner update: {summary['seconds_per_inner_update']:.1f} s each ({summary['lora_mode']}), "
         f"total {summary['timings']['total_s']:.0f} s"

@@ -46,7 +46,7 @@ def evaluate_policy(
     """Held-out accuracy of a policy: no update, and after one update on its own self-edit."""
     cfg = ctx.cfg
     edits = sample_selfedits(
-        cfg, engines.sampler, ctx.formatter, heldout, 1, out / "self_edits.jsonl", ("eval", str(out))
+        cfg, engines.sampler, ctx.formatter, heldout, 1, out / "self_edits.jsonl", ("eval", out.name)
     )
     jobs = [
         InnerJob(
@@ -206,8 +206,10 @@ def run(cfg: DictConfig) -> dict:
         else:
             engines.close()
         record["seconds"] = time.perf_counter() - round_start
+        record["api_usage"] = ctx.log_api_usage()  # running totals: a round's cost is the difference
         rounds.append(record)
-        ctx.tracker.log(_round_metrics(record), step=r)
+        # No `step=`: step-less inner-loop logs have already moved W&B's step past r.
+        ctx.tracker.log(_round_metrics(record) | {"round": r})
     summary = {
         "experiment": cfg.experiment_name,
         "stage": "restem",
@@ -221,7 +223,9 @@ def run(cfg: DictConfig) -> dict:
         "objective": rounds[-1]["heldout"]["selfedit"]["macro_accuracy"],
     }
     write_json(ctx.run_dir / "summary.json", summary)
-    ctx.tracker.summary({"final/selfedit_accuracy": summary["objective"]})
+    ctx.tracker.summary(
+        {"final/selfedit_accuracy": summary["objective"], "seed": cfg.seed, "versions": versions()}
+    )
     ctx.tracker.finish()
     print(format_table(summary))
     return summary

@@ -15,6 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from seal_runner.domains.arc.grids import GridLike, grid_key, to_array
+from seal_runner.errors import InputError
+
+
+class ARCDataError(InputError):
+    """An ARC challenges/solutions file that cannot be used; the message names the file and task."""
+
 
 PAPER_TRAIN_TASK_IDS: tuple[str, ...] = (
     "44f52bb0",
@@ -96,11 +102,13 @@ def load_tasks(
     """
     challenges_path = Path(challenges_path)
     challenges = _read_json_object(challenges_path)
+    if not challenges:
+        raise ARCDataError(f"{challenges_path.name}: no tasks in the file")
     solutions = _read_json_object(Path(solutions_path)) if solutions_path is not None else None
     ids = list(challenges) if task_ids is None else list(task_ids)
     missing = [tid for tid in ids if tid not in challenges]
     if missing:
-        raise ValueError(f"{challenges_path.name}: unknown task ids {missing}")
+        raise ARCDataError(f"{challenges_path.name}: unknown task ids {missing}")
     tasks = []
     for tid in ids:
         task = _parse_task(tid, challenges[tid], challenges_path.name)
@@ -111,22 +119,28 @@ def load_tasks(
 
 
 def _read_json_object(path: Path) -> dict:
+    if not path.is_file():
+        raise ARCDataError(f"{path}: no such ARC data file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name}: invalid JSON ({err})") from err
+        raise ARCDataError(f"{path.name}: invalid JSON ({err})") from err
+    except UnicodeDecodeError as err:
+        raise ARCDataError(f"{path.name}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path.name}: expected a JSON object of task id -> task, got {type(data).__name__}")
+        raise ARCDataError(
+            f"{path.name}: expected a JSON object of task id -> task, got {type(data).__name__}"
+        )
     return data
 
 
 def _parse_task(task_id: str, raw: object, file_name: str) -> ARCTask:
     context = f"{file_name}: task {task_id}"
     if not isinstance(raw, dict):
-        raise ValueError(f"{context}: expected an object with 'train' and 'test', got {type(raw).__name__}")
+        raise ARCDataError(f"{context}: expected an object with 'train' and 'test', got {type(raw).__name__}")
     for split in ("train", "test"):
         if not isinstance(raw.get(split), list) or not raw[split]:
-            raise ValueError(f"{context}: '{split}' must be a non-empty list")
+            raise ARCDataError(f"{context}: '{split}' must be a non-empty list")
     train = tuple(
         _parse_example(ex, f"train[{i}]", True, task_id, file_name) for i, ex in enumerate(raw["train"])
     )
@@ -138,29 +152,29 @@ def _parse_task(task_id: str, raw: object, file_name: str) -> ARCTask:
 
 def _parse_example(raw: object, where: str, needs_output: bool, task_id: str, file_name: str) -> ARCExample:
     if not isinstance(raw, dict) or "input" not in raw:
-        raise ValueError(f"{file_name}: task {task_id}: {where} must be an object with an 'input' grid")
+        raise ARCDataError(f"{file_name}: task {task_id}: {where} must be an object with an 'input' grid")
     if needs_output and "output" not in raw:
-        raise ValueError(f"{file_name}: task {task_id}: {where} has no 'output' grid")
+        raise ARCDataError(f"{file_name}: task {task_id}: {where} has no 'output' grid")
     try:
         grid_in = to_array(raw["input"], task_id=task_id, where=f"{where}.input")
         grid_out = (
             to_array(raw["output"], task_id=task_id, where=f"{where}.output") if "output" in raw else None
         )
     except ValueError as err:
-        raise ValueError(f"{file_name}: {err}") from err
+        raise ARCDataError(f"{file_name}: {err}") from err
     return ARCExample(grid_in, grid_out)
 
 
 def _attach_solutions(task: ARCTask, raw: object, file_name: str) -> ARCTask:
     context = f"{file_name}: task {task.task_id}"
     if raw is None:
-        raise ValueError(f"{context}: no solutions for this task")
+        raise ARCDataError(f"{context}: no solutions for this task")
     if not isinstance(raw, list) or len(raw) != len(task.test):
         count = len(raw) if isinstance(raw, list) else type(raw).__name__
-        raise ValueError(f"{context}: expected a list of {len(task.test)} solution grid(s), got {count}")
+        raise ARCDataError(f"{context}: expected a list of {len(task.test)} solution grid(s), got {count}")
     try:
         outputs = [to_array(grid, task_id=task.task_id, where=f"solution[{i}]") for i, grid in enumerate(raw)]
     except ValueError as err:
-        raise ValueError(f"{file_name}: {err}") from err
+        raise ARCDataError(f"{file_name}: {err}") from err
     test = tuple(ARCExample(ex.input, out) for ex, out in zip(task.test, outputs, strict=True))
     return replace(task, test=test)

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from seal_runner.errors import InputError
+
 BUILTIN_DEMO = "builtin:demo"
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file that cannot be used; the message names the file, the item and the problem."""
 
 
@@ -37,9 +39,11 @@ def _read_json(path: str) -> tuple[str, object]:
     if not file.is_file():
         raise DataError(f"{path}: no such data file (domain.data_path)")
     try:
-        return str(file), json.loads(file.read_text())
+        return str(file), json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{file}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
 
 
 def _nonempty_str(item: dict, key: str, where: str) -> str:

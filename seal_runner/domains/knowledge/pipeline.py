@@ -8,6 +8,8 @@ Each step appends its records to a JSONL file as it goes and skips units already
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -18,8 +20,19 @@ from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter, Sampling
 from seal_runner.inner import InnerUpdater
 from seal_runner.lora.trainer import InnerJob
-from seal_runner.prompts import selfedit_prompt
+from seal_runner.models import release_memory
+from seal_runner.prompts import PromptFormatter, selfedit_prompt
 from seal_runner.records import append_jsonl, derive_seed, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def prompt_formatter(engine, formatter: PromptFormatter) -> PromptFormatter:
+    """A chat API (GPT-4.1, `engine.api=chat`) applies its own template to the user turn; templating
+    locally as well would wrap the prompt twice, so such an engine gets the paper's text as is."""
+    if getattr(engine, "applies_chat_template", False):
+        return PromptFormatter(formatter.tokenizer, chat=False)
+    return formatter
 
 
 def selfedit_prompt_for(cfg: DictConfig, formatter, article: Article) -> str:
@@ -48,6 +61,7 @@ def sample_selfedits(
     done = {(r["article"], r["sample"]): r for r in read_jsonl(path)}
     todo = [(a, s) for a in articles for s in range(samples) if (a.index, s) not in done]
     if todo:
+        formatter = prompt_formatter(engine, formatter)
         prompts = [selfedit_prompt_for(cfg, formatter, a) for a, _ in todo]
         sampling = Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
         seeds = [derive_seed(cfg.seed, "selfedit", seed_tag, a.index, s) for a, s in todo]
@@ -70,13 +84,27 @@ def sample_selfedits(
             )
         append_jsonl(path, new)
         done.update({(r["article"], r["sample"]): r for r in new})
+        statuses = Counter(r["status"] for r in new)
+        if statuses["empty"] or statuses["truncated"]:
+            log.warning(
+                "%s: of %d new self-edits %d are empty and %d truncated at sampling.max_tokens=%d",
+                path,
+                len(new),
+                statuses["empty"],
+                statuses["truncated"],
+                cfg.sampling.max_tokens,
+            )
     return done
 
 
 def train_adapters(
     cfg: DictConfig, model_path: str, tokenizer, jobs: list[InnerJob], path: Path, adapter_root: Path, tracker
 ) -> dict[str, dict]:
-    """Inner updates for jobs not yet recorded; a job with no sequences is recorded as failed."""
+    """Inner updates for jobs not yet recorded; a job with no sequences is recorded as failed.
+
+    The records of jobs trained together (one fast-trainer group) are appended in one write, so a
+    kill never leaves half a group on disk: a resumed run retrains whole groups with the same
+    partners and so reproduces the uninterrupted run's numbers exactly."""
     done = {r["key"]: r for r in read_jsonl(path)}
     todo = []
     for job in jobs:
@@ -86,12 +114,16 @@ def train_adapters(
             record = {"key": job.key, "failed": "self-edit produced no training sequences", "adapter": None}
             append_jsonl(path, [record])
             done[job.key] = record
+            log.warning(
+                "%s: inner job %s skipped: its self-edit produced no training sequences", path, job.key
+            )
         else:
             todo.append(job)
     if not todo:
         return done
     updater = InnerUpdater(cfg.lora, model_path, tokenizer, cfg.device, cfg.model.dtype)
-    for job, result, adapter in updater.run(todo, adapter_root):
+    group = []
+    for n, (job, result, adapter) in enumerate(updater.run(todo, adapter_root), start=1):
         record = {
             "key": job.key,
             "sequences": len(job.sequences),
@@ -103,9 +135,14 @@ def train_adapters(
             "failed": result.failed,
             "adapter": str(adapter) if adapter else None,
         }
-        append_jsonl(path, [record])
+        group.append(record)
         done[job.key] = record
         tracker.log({"inner/final_loss": result.final_loss or float("nan"), "inner/seconds": result.seconds})
+        if n % updater.group_size == 0 or n == len(todo):
+            append_jsonl(path, group)
+            group = []
+    del updater
+    release_memory()  # the base model + K adapter slots; the QA engine comes next
     return done
 
 
@@ -117,14 +154,22 @@ def answer_units(
     units: list[tuple[str, Article, LoraAdapter | None]],
     path: Path,
 ) -> list[dict]:
-    """Graded answers for every (condition, article, adapter) unit not yet on disk; returns all records."""
+    """Graded answers for every (condition, article, adapter) unit not yet fully on disk; returns all
+    records. A unit missing some answers (its last line torn by an interrupted write) is answered
+    again and only the missing questions are appended, so no answer is lost or recorded twice."""
     records = read_jsonl(path)
-    graded = {(r["condition"], r["article"]) for r in records}
-    todo = [u for u in units if (u[0], u[1].index) not in graded]
+    graded = {(r["condition"], r["article"], r["question_index"]) for r in records}
+    todo = [u for u in units if any((u[0], u[1].index, q) not in graded for q in range(len(u[1].questions)))]
     if todo:
         new = answer_questions(
-            engine, grader, formatter, todo, cfg.domain.qa_max_tokens, cfg.domain.topic_prefix
+            engine,
+            grader,
+            prompt_formatter(engine, formatter),
+            todo,
+            cfg.domain.qa_max_tokens,
+            cfg.domain.topic_prefix,
         )
+        new = [r for r in new if (r["condition"], r["article"], r["question_index"]) not in graded]
         append_jsonl(path, new)
         records += new
     return records

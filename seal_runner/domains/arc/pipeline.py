@@ -1,0 +1,279 @@
+"""The ARC domain's resumable steps, used by `stage=arc` for every condition and RL round.
+
+Each step appends its records to a JSONL file as it goes and skips what is already on disk, so a
+rerun of a run directory does no new sampling, training or decoding:
+  sample_selfedits  task -> JSON self-edits (invalid ones re-sampled up to a budget, all attempts kept)
+  build_jobs        (task, self-edit) -> test-time-training job (leave-n data, augmentation, guards)
+  train_units       job key -> inner-update record with the adapter directory
+  answer_units      (unit key, adapter) -> augmented queries, votes, pass@2
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seal_runner.domains.arc.augment import (
+    FLIP_LR,
+    FLIP_UD,
+    ROTATE_90,
+    ROTATE_180,
+    ROTATE_270,
+    TRANSPOSE,
+)
+from seal_runner.domains.arc.data import ARCTask
+from seal_runner.domains.arc.grids import to_list
+from seal_runner.domains.arc.leave_n import build_ttt_examples
+from seal_runner.domains.arc.selfedit import (
+    INSTRUCTION,
+    SYSTEM_PROMPT,
+    ParsedSelfEdit,
+    ParseError,
+    TTTPlan,
+    parse_selfedit,
+    selected_groups,
+    ttt_plan,
+)
+from seal_runner.domains.arc.ttt_format import TTTEncoder, parse_answer
+from seal_runner.domains.arc.voting import build_eval_queries, is_solved, vote
+from seal_runner.engines.base import LoraAdapter, Sampling
+from seal_runner.inner import InnerUpdater
+from seal_runner.lora.trainer import InnerJob
+from seal_runner.records import append_jsonl, derive_seed, read_jsonl
+
+log = logging.getLogger(__name__)
+
+VARIANTS = {a.name: a for a in (TRANSPOSE, FLIP_UD, FLIP_LR, ROTATE_90, ROTATE_180, ROTATE_270)}
+
+
+def sample_selfedits(
+    cfg, engine, encoder: TTTEncoder, tasks: Sequence[ARCTask], n_valid: int, path: Path, seed_tag: str
+) -> dict[tuple[str, int], dict]:
+    """Up to `n_valid` parsed self-edits per task, keyed (task id, sample index).
+
+    Completions that do not parse are recorded with the reason and drawn again, in waves, until the
+    task has `n_valid` or `domain.max_sample_attempts` attempts are spent (then it has fewer; the
+    missing pairs count as unsolved). With `domain.skip_duplicate_selfedits` an edit equal to an
+    earlier one of the same task is recorded as a duplicate and not used.
+    """
+    records = read_jsonl(path)
+    budget = cfg.domain.max_sample_attempts
+    sampling = Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
+    p = cfg.selfedit_prompt
+    wording = {"system": p.system or SYSTEM_PROMPT, "instruction": p.instruction or INSTRUCTION}
+    prompts = {t.task_id: encoder.chat.selfedit_prompt(t.train, **wording) for t in tasks}
+    while True:
+        todo = []
+        for task in tasks:
+            mine = [r for r in records if r["task"] == task.task_id]
+            valid = sum(r["status"] == "valid" for r in mine)
+            missing = min(n_valid - valid, budget - len(mine))
+            todo += [(task.task_id, len(mine) + i) for i in range(max(0, missing))]
+        if not todo:
+            break
+        seeds = [derive_seed(cfg.seed, "arc-selfedit", seed_tag, tid, attempt) for tid, attempt in todo]
+        completions = engine.generate([prompts[tid] for tid, _ in todo], sampling, seeds=seeds)
+        new = []
+        for (tid, attempt), completion in zip(todo, completions, strict=True):
+            new.append(_attempt_record(tid, attempt, prompts[tid], completion, records + new, cfg))
+        append_jsonl(path, new)
+        records += new
+    edits = {}
+    for task in tasks:
+        valid = [r for r in records if r["task"] == task.task_id and r["status"] == "valid"]
+        for sample, record in enumerate(valid[:n_valid]):
+            edits[(task.task_id, sample)] = record
+    return edits
+
+
+def _attempt_record(tid: str, attempt: int, prompt: str, completion, earlier: list[dict], cfg) -> dict:
+    text = completion.text.strip()
+    parsed = parse_selfedit(text)
+    record = {
+        "task": tid,
+        "attempt": attempt,
+        "prompt": prompt,
+        "text": text,
+        "num_tokens": completion.num_tokens,
+        "finish_reason": completion.finish_reason,
+    }
+    if isinstance(parsed, ParseError):
+        return record | {"status": "invalid", "reason": parsed.reason}
+    edit = asdict(parsed)
+    duplicate = any(r["task"] == tid and r.get("edit") == edit for r in earlier if r["status"] == "valid")
+    if duplicate and cfg.domain.skip_duplicate_selfedits:
+        return record | {"status": "duplicate", "edit": edit}
+    return record | {"status": "valid", "edit": edit}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One scored pair: a task and how it is adapted (plan None = no adapter, i.e. ICL)."""
+
+    key: str
+    task: ARCTask
+    plan: TTTPlan | None = None
+    job: InnerJob | None = None
+    n_examples: int = 0
+
+
+def fixed_edit(oracle_cfg) -> ParsedSelfEdit:
+    """The oracle's human-chosen configuration, expressed as a self-edit."""
+    groups = set(oracle_cfg.augmentations)
+    return ParsedSelfEdit(
+        "basic" in groups,
+        "size" in groups,
+        "chain" in groups,
+        "repeat" in groups,
+        oracle_cfg.strategy,
+        float(oracle_cfg.learning_rate),
+        int(oracle_cfg.num_train_epochs),
+    )
+
+
+def build_unit(
+    cfg, encoder: TTTEncoder, key: str, task: ARCTask, edit: ParsedSelfEdit, seed: int, step_cap: float
+) -> Unit:
+    """Leave-n data for the edit's augmentations, the paper's guards, and the inner job it implies."""
+    d = cfg.domain
+    pool = build_ttt_examples(
+        task,
+        selected_groups(edit),
+        ns=tuple(d.leave_n),
+        seed=d.ttt_data_seed,
+        max_grid_side=d.max_grid_side,
+        max_examples=d.max_ttt_examples,
+        length_fn=encoder.length,
+        max_tokens=cfg.lora.max_length,
+    )
+    plan = ttt_plan(edit, len(pool), batch_size=cfg.lora.batch_size, step_cap=step_cap)
+    rows = [encoder.encode(ex, plan.strategy) for ex in pool] if plan.num_train_epochs else []
+    job = InnerJob(key, [], seed, rows=rows, lr=plan.learning_rate or 0.0, epochs=plan.num_train_epochs)
+    return Unit(key, task, plan, job, len(pool))
+
+
+def edit_from_record(record: dict) -> ParsedSelfEdit:
+    return ParsedSelfEdit(**record["edit"])
+
+
+def step_cap_for(cfg, oracle: bool) -> float:
+    """The paper's cap on epochs x examples / batch (the oracle's fixed configuration is exempt
+    unless `domain.oracle.apply_step_cap`)."""
+    return math.inf if oracle and not cfg.domain.oracle.apply_step_cap else cfg.domain.step_cap
+
+
+def train_units(cfg, model_path: str, tokenizer, units: list[Unit], path: Path, adapter_root: Path, tracker):
+    """Inner updates for units not yet recorded (0-epoch plans too: their untrained adapter is kept
+    and evaluated, as in the paper)."""
+    done = {r["key"]: r for r in read_jsonl(path)}
+    todo = [u for u in units if u.job is not None and u.key not in done]
+    if not todo:
+        return done
+    by_key = {u.key: u for u in todo}
+    updater = InnerUpdater(cfg.lora, model_path, tokenizer, cfg.device, cfg.model.dtype)
+    for job, result, adapter in updater.run([u.job for u in todo], adapter_root):
+        unit = by_key[job.key]
+        record = {
+            "key": job.key,
+            "task": unit.task.task_id,
+            "plan": asdict(unit.plan),
+            "examples": unit.n_examples,
+            "steps": result.steps,
+            "train_tokens": result.train_tokens,
+            "seconds": result.seconds,
+            "first_loss": result.losses[0] if result.losses else None,
+            "final_loss": result.final_loss,
+            "failed": result.failed,
+            "adapter": str(adapter) if adapter else None,
+        }
+        append_jsonl(path, [record])
+        done[job.key] = record
+        tracker.log({"inner/final_loss": result.final_loss or float("nan"), "inner/seconds": result.seconds})
+    return done
+
+
+def answer_units(
+    cfg, engine, encoder: TTTEncoder, units: list[tuple[str, ARCTask, LoraAdapter | None]], path: Path
+) -> dict[str, dict]:
+    """Augmented queries for each unit's test input, decoded greedily (all adapters of a chunk in one
+    engine call), mapped back, voted into 2 attempts and scored pass@2; resumable per chunk."""
+    done = {r["key"]: r for r in read_jsonl(path)}
+    todo = [u for u in units if u[0] not in done]
+    chunk_size = max(1, cfg.qa_engine.max_loras)
+    sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=cfg.domain.answer_max_tokens)
+    per_task: dict[str, tuple[list, int]] = {}  # task id -> (queries with prompts, dropped count)
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start : start + chunk_size]
+        prompts, owners, queries = [], [], []
+        for index, (_, task, _) in enumerate(chunk):
+            if task.task_id not in per_task:
+                per_task[task.task_id] = eval_queries(cfg, encoder, task)
+            for query, prompt in per_task[task.task_id][0]:
+                prompts.append(prompt)
+                owners.append(index)
+                queries.append(query)
+        adapters = [chunk[i][2] for i in owners]
+        completions = engine.generate(prompts, sampling, adapters=adapters) if prompts else []
+        new = []
+        for index, (key, task, _) in enumerate(chunk):
+            mine = [(q, c) for q, c, o in zip(queries, completions, owners, strict=True) if o == index]
+            new.append(_score(key, task, mine, per_task[task.task_id][1], encoder))
+        append_jsonl(path, new)
+        done.update({r["key"]: r for r in new})
+    return done
+
+
+def eval_queries(cfg, encoder: TTTEncoder, task: ARCTask) -> tuple[list[tuple], int]:
+    """The task's evaluation queries with their prompts; the same for every adapter of the task
+    (seeded by the task id), minus those too long for the context window (counted)."""
+    d = cfg.domain
+    unknown = set(d.eval_variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(
+            f"domain.eval_variants has unknown transforms {sorted(unknown)}; choose from {sorted(VARIANTS)}"
+        )
+    rng = np.random.default_rng(derive_seed(cfg.seed, "arc-queries", task.task_id))
+    (test,) = task.test
+    queries = build_eval_queries(
+        task.train,
+        test.input,
+        rng,
+        n_permutations=d.eval_permutations,
+        variants=[VARIANTS[name] for name in d.eval_variants],
+    )
+    limit = cfg.model.max_model_len - d.answer_max_tokens
+    kept = []
+    for query in queries:
+        prompt = encoder.query_prompt(query.demos, query.test_input)
+        if len(encoder.tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= limit:
+            kept.append((query, prompt))
+    return kept, len(queries) - len(kept)
+
+
+def _score(key: str, task: ARCTask, answered: list[tuple], dropped: int, encoder: TTTEncoder) -> dict:
+    predictions = []
+    for query, completion in answered:
+        grid = parse_answer(completion.text, encoder.fmt)
+        predictions.append((query.category, None if grid is None else query.restore(grid)))
+    attempts = vote(predictions)
+    (test,) = task.test
+    solved = test.output is not None and is_solved([attempts], [test.output])
+    return {
+        "key": key,
+        "task": task.task_id,
+        "solved": solved,
+        "attempts": [to_list(a) for a in attempts],
+        "queries": len(answered),
+        "dropped_queries": dropped,
+        "parsed": sum(g is not None for _, g in predictions),
+        "correct_answers": sum(
+            g is not None and test.output is not None and np.array_equal(g, test.output)
+            for _, g in predictions
+        ),
+        "answers": [c.text for _, c in answered],
+    }

@@ -1,0 +1,223 @@
+"""A reward for a self-edit without an inner update (the paper's cost problem, its Table 9 direction).
+
+The true ReSTEM reward trains a LoRA adapter on the self-edit and grades no-context answers: seconds
+to minutes per candidate. The proxy asks instead how much the self-edit, placed in the model's
+context, raises the likelihood of the passage's gold answers: one batched forward pass per
+candidate. A self-edit that states the facts the questions ask for should score high either way;
+the proxy cannot see whether those facts survive training (format, length, repetition), which is
+what the rank agreement with the true reward measures.
+
+proxy       = mean over questions of the mean log-probability per gold-answer token, prompt =
+              "<self-edit>\n\n" + the QA prompt (formatted like every other QA prompt);
+proxy_gain  = proxy - the same without the self-edit (removes the context's difficulty, which
+              the true reward keeps).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from itertools import combinations
+
+import torch
+
+from seal_runner.domains.knowledge.data import Article
+from seal_runner.prompts import qa_prompt
+
+
+def answer_pairs(
+    formatter, article: Article, self_edit: str | None, topic_prefix: bool
+) -> list[tuple[str, str]]:
+    """(prompt, gold answer) per question; the self-edit, when given, precedes the QA prompt."""
+    pairs = []
+    for qa in article.questions:
+        question = qa_prompt(qa.question, article.title, topic_prefix)
+        text = f"{self_edit.strip()}\n\n{question}" if self_edit is not None else question
+        pairs.append((formatter(text), qa.answer))
+    return pairs
+
+
+class AnswerLikelihood:
+    """Mean log-probability per answer token of (prompt, answer) pairs under one causal LM.
+
+    The prompt is tokenised as the generation engines tokenise it (special tokens by the tokenizer's
+    rule), the answer separately without them, so the scored tokens are exactly those a greedy
+    answer would have to produce; batches are right-padded and the pads masked."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int = 1024) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.max_length = batch_size, max_length
+        self.device = next(model.parameters()).device
+        self.tokens_forwarded = 0  # padded tokens through the model: the cost, independent of CPU load
+
+    @torch.no_grad()
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        encoded = [self._encode(prompt, answer) for prompt, answer in pairs]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        scores = [math.nan] * len(encoded)
+        for start in range(0, len(order), self.batch_size):
+            batch = [encoded[i] for i in order[start : start + self.batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=self.device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=self.device)
+            self.tokens_forwarded += ids.numel()
+            logprobs = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+            for row, (x, answer_start) in enumerate(batch):
+                targets = torch.tensor(x[answer_start:], device=self.device)
+                predicted = logprobs[row, answer_start - 1 : len(x) - 1]
+                value = predicted.gather(-1, targets[:, None]).mean().item()
+                scores[order[start + row]] = value
+        return scores
+
+    def _encode(self, prompt: str, answer: str) -> tuple[list[int], int]:
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        answer_ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not answer_ids:
+            raise ValueError(f"empty gold answer for prompt ending {prompt[-80:]!r}")
+        keep = self.max_length - len(answer_ids)
+        if keep < 1:
+            raise ValueError(f"gold answer {answer!r} alone exceeds max_length={self.max_length}")
+        prompt_ids = prompt_ids[-keep:]  # keep the question; an over-long self-edit loses its head
+        return prompt_ids + answer_ids, len(prompt_ids)
+
+
+def proxy_rewards(
+    scorer: AnswerLikelihood,
+    formatter,
+    candidates: Sequence[dict],
+    articles: dict[int, Article],
+    topic_prefix: bool = True,
+) -> list[dict]:
+    """One record per candidate (rewards.json row): proxy, proxy_gain and what it cost: wall and CPU
+    seconds, tokens forwarded (the no-self-edit reference of each context is shared, its cost
+    spread over all candidates)."""
+    started, cpu, tokens = time.perf_counter(), time.process_time(), scorer.tokens_forwarded
+    contexts = sorted({c["context"] for c in candidates})
+    reference = {i: _mean(scorer(answer_pairs(formatter, articles[i], None, topic_prefix))) for i in contexts}
+    shared = (
+        (time.perf_counter() - started) / len(candidates),
+        (time.process_time() - cpu) / len(candidates),
+        (scorer.tokens_forwarded - tokens) / len(candidates),
+    )
+    out = []
+    for c in candidates:
+        article = articles[c["context"]]
+        if article.title != c["title"]:
+            raise ValueError(
+                f"candidate context {c['context']} is {c['title']!r} but the data has {article.title!r}"
+            )
+        tick, cpu, tokens = time.perf_counter(), time.process_time(), scorer.tokens_forwarded
+        proxy = _mean(scorer(answer_pairs(formatter, article, c["completion"], topic_prefix)))
+        out.append(
+            {
+                "context": c["context"],
+                "sample": c["sample"],
+                "reward": c["reward"],
+                "proxy": proxy,
+                "proxy_gain": proxy - reference[c["context"]],
+                "seconds": time.perf_counter() - tick + shared[0],
+                "cpu_seconds": time.process_time() - cpu + shared[1],
+                "tokens_forwarded": scorer.tokens_forwarded - tokens + shared[2],
+            }
+        )
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation of the average ranks; NaN when either side is constant."""
+    return _pearson(average_ranks(x), average_ranks(y))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (tie-corrected); NaN when either side is constant."""
+    concordant = discordant = ties_x = ties_y = 0
+    for i, j in combinations(range(len(x)), 2):
+        dx, dy = x[i] - x[j], y[i] - y[j]
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            ties_x += 1
+        elif dy == 0:
+            ties_y += 1
+        elif (dx > 0) == (dy > 0):
+            concordant += 1
+        else:
+            discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
+def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    mx, my = _mean(x), _mean(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx and syy else math.nan
+
+
+def rank_agreement(records: Sequence[dict], key: str) -> dict[str, float | int]:
+    """How well `key` orders the candidates like the true reward: over all candidates, within each
+    context (mean over contexts whose rewards are not all tied), and as a ReSTEM selector (does the
+    proxy's pick per context hold a best true reward; true reward of its pick vs the best and the
+    mean)."""
+    by_context: dict[int, list[dict]] = {}
+    for r in records:
+        by_context.setdefault(r["context"], []).append(r)
+    within_s, within_k, hits, picked, best, mean = [], [], 0, [], [], []
+    for group in by_context.values():
+        rewards, proxies = [r["reward"] for r in group], [r[key] for r in group]
+        if len(set(rewards)) > 1 and len(set(proxies)) > 1:
+            within_s.append(spearman(proxies, rewards))
+            within_k.append(kendall_tau_b(proxies, rewards))
+        choice = max(group, key=lambda r: r[key])
+        hits += choice["reward"] == max(rewards)
+        picked.append(choice["reward"])
+        best.append(max(rewards))
+        mean.append(_mean(rewards))
+    rewards, proxies = [r["reward"] for r in records], [r[key] for r in records]
+    return {
+        "candidates": len(records),
+        "spearman": spearman(proxies, rewards),
+        "kendall_tau_b": kendall_tau_b(proxies, rewards),
+        "within_context_spearman": _mean(within_s) if within_s else math.nan,
+        "within_context_kendall_tau_b": _mean(within_k) if within_k else math.nan,
+        "contexts_ranked": len(within_s),
+        "contexts": len(by_context),
+        "pick_is_best": hits / len(by_context),
+        "reward_of_pick": _mean(picked),
+        "reward_of_best": _mean(best),
+        "reward_of_random": _mean(mean),
+    }
+
+
+def inner_cost_per_candidate(updates: Sequence[dict]) -> dict[tuple[int, int], dict[str, float]]:
+    """Inner-loop training cost per (context, sample), summed over its inner seeds, from a ReSTEM
+    round's updates.jsonl (keys c<context>-s<sample>-i<seed>): wall seconds and train tokens
+    (QA grading of the adapted model is not included, so the true reward costs more than this)."""
+    out: dict[tuple[int, int], dict[str, float]] = {}
+    for u in updates:
+        context, sample, _ = u["key"].split("-")
+        cost = out.setdefault((int(context[1:]), int(sample[1:])), {"seconds": 0.0, "train_tokens": 0})
+        cost["seconds"] += u.get("seconds") or 0.0
+        cost["train_tokens"] += u.get("train_tokens") or 0
+    return out

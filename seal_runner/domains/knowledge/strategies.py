@@ -1,0 +1,62 @@
+"""How sequential self-edits are learned (`continual.strategy`): attacks on the paper's forgetting.
+
+Every strategy shares stage=continual's protocol (same passages, seeds and number of steps; after
+step t the model is evaluated on passages 1..t with step t's adapter on top of the chain of earlier
+updates, then that adapter is merged into the chain); they differ only in which model writes and
+learns a self-edit and in what it is trained on:
+
+- `merge` (the paper): the latest merged model writes the self-edit and is updated on it alone.
+- `replay`: as merge, but each update also trains on a seeded sample of `continual.replay_sequences`
+  training sequences of the earlier steps' self-edits, rehearsing what it must not erase.
+- `isolation`: one adapter per passage, each written and trained on the *untouched* model and never
+  trained on top of another; they are composed at evaluation time by summing their LoRA deltas
+  (base + sum_t B_t A_t * scale). Summing is PEFT's `add_weighted_adapter(combination_type="cat")`
+  with unit weights (exact, unlike "linear", which mixes A and B separately and adds cross terms);
+  we realise the same sum by folding each adapter into the previous composition, so no adapter of
+  rank t*r has to be served (vLLM caps max_lora_rank) and evaluation runs on the same engine path
+  as merge.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Merge:
+    """The paper's protocol and the baseline every other strategy is measured against."""
+
+    def learner(self, base: str, current: str) -> str:
+        """The model that writes step t's self-edit and is updated on it."""
+        return current
+
+    def training_sequences(self, new: list[str], earlier: list[list[str]], seed: int) -> list[str]:
+        """Step t's inner-update data, given the new self-edit's sequences and those of steps < t."""
+        return new
+
+
+@dataclass(frozen=True)
+class Replay(Merge):
+    replay_sequences: int
+
+    def training_sequences(self, new: list[str], earlier: list[list[str]], seed: int) -> list[str]:
+        if not new:  # a failed self-edit stays a failed update, not a replay-only one
+            return new
+        pool = [sequence for edit in earlier for sequence in edit]
+        return new + random.Random(seed).sample(pool, min(self.replay_sequences, len(pool)))
+
+
+@dataclass(frozen=True)
+class Isolation(Merge):
+    def learner(self, base: str, current: str) -> str:
+        return base
+
+
+def build_strategy(name: str, replay_sequences: int) -> Merge:
+    strategies = {"merge": Merge(), "replay": Replay(replay_sequences), "isolation": Isolation()}
+    if name not in strategies:
+        raise ValueError(f"continual.strategy={name!r} is unknown; choose from {sorted(strategies)}")
+    if name == "replay" and replay_sequences < 1:
+        raise ValueError(f"continual.replay_sequences={replay_sequences} must be >= 1 for replay")
+    return strategies[name]

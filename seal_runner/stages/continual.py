@@ -1,0 +1,201 @@
+"""`stage=continual`: sequential self-edits and how much each erases (the paper's Figure 6).
+
+Per sequence of `continual.length` passages (drawn with seed `continual.seed + sequence`): the
+untouched model answers every passage (row 0); then for step t the current model writes one
+self-edit for passage t, is updated on it, answers passages 1..t, and the adapter is merged into a
+new checkpoint that step t+1 starts from. `continual.strategy` (seal_runner/domains/knowledge/
+strategies.py) chooses who writes and learns each self-edit and on what: the paper's `merge`,
+`replay` of earlier self-edits, or `isolation` (adapters trained on the untouched model, summed).
+
+Layout under the run dir, each step resumable:
+  continual/seq_<s>/self_edits.jsonl   one self-edit per step
+  continual/seq_<s>/updates.jsonl      one inner update per step
+  continual/seq_<s>/results.jsonl      graded answers, condition = step<t>
+  continual/seq_<s>/models/step_<t>/   the merged model after step t (only the latest is kept)
+  continual/matrix.json                per-sequence matrices, their mean, and the forgetting stats
+  continual/heatmap.png                the mean matrix (also logged to W&B)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from seal_runner.domains.knowledge.continual import empty_matrix, forgetting_stats, mean_matrix, plot_heatmap
+from seal_runner.domains.knowledge.data import Article, load_articles
+from seal_runner.domains.knowledge.evaluate import article_accuracies
+from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
+from seal_runner.domains.knowledge.strategies import Merge, build_strategy
+from seal_runner.lora.trainer import InnerJob
+from seal_runner.outer import merge_adapter, read_done
+from seal_runner.records import derive_seed, read_jsonl, write_json
+from seal_runner.stages.common import RunContext, setup_run, versions
+
+log = logging.getLogger(__name__)
+
+
+def sequences_of(pool: list[Article], count: int, length: int, seed: int) -> list[list[Article]]:
+    if length > len(pool):
+        raise ValueError(f"continual.length={length} but only {len(pool)} articles are loaded")
+    return [random.Random(seed + s).sample(pool, length) for s in range(count)]
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
+    ctx = setup_run(cfg)
+    d, c = cfg.domain, cfg.continual
+    pool = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
+    sequences = sequences_of(pool, c.sequences, c.length, c.seed)
+    strategy = build_strategy(c.strategy, c.replay_sequences)
+    out = ctx.run_dir / "continual"
+    matrices = []
+    for s, sequence in enumerate(sequences):
+        matrices.append(run_sequence(ctx, strategy, s, sequence, out / f"seq_{s:02d}"))
+        log.info("sequence %d/%d done", s + 1, len(sequences))
+    mean = mean_matrix(matrices)
+    stats = forgetting_stats(mean)
+    heatmap = plot_heatmap(
+        mean,
+        out / "heatmap.png",
+        f"{cfg.experiment_name} ({c.strategy}): mean over {len(matrices)} sequences",
+    )
+    write_json(out / "matrix.json", {"mean": mean, "per_sequence": matrices, "stats": stats})
+    summary = {
+        "experiment": cfg.experiment_name,
+        "stage": "continual",
+        "strategy": c.strategy,
+        "model": cfg.model.name_or_path,
+        "seed": cfg.seed,
+        "sequences": len(sequences),
+        "length": c.length,
+        "matrix": mean,
+        "stats": stats,
+        "cost": inner_cost([out / f"seq_{s:02d}" / "updates.jsonl" for s in range(len(sequences))]),
+        "heatmap": str(heatmap),
+        "total_s": time.perf_counter() - started,
+        "versions": versions(),
+        "objective": stats["final_mean_seen"],
+    }
+    write_json(ctx.run_dir / "summary.json", summary)
+    ctx.tracker.image("continual/heatmap", str(heatmap))
+    for t, value in enumerate(stats["mean_seen_by_step"], start=1):
+        ctx.tracker.log({"continual/mean_seen": value, "continual/diagonal": mean[t][t - 1]}, step=t)
+    ctx.tracker.summary({f"continual/{k}": v for k, v in stats.items() if not isinstance(v, list)})
+    ctx.tracker.finish()
+    print(format_matrix(summary))
+    return summary
+
+
+def run_sequence(
+    ctx: RunContext, strategy: Merge, s: int, sequence: list[Article], out: Path
+) -> list[list[float]]:
+    """One sequence's (length+1) x length matrix; every step's records land before the next starts."""
+    cfg = ctx.cfg
+    models = out / "models"
+    matrix = empty_matrix(len(sequence))
+    results_path = out / "results.jsonl"
+    # Resume from the latest merged step; its answers and all earlier ones are on disk.
+    first = max((t for t in range(1, len(sequence) + 1) if read_done(models / f"step_{t}")), default=0)
+    model = str(models / f"step_{first}") if first else ctx.model_path
+    for t in range(first + 1 if first else 0, len(sequence) + 1):
+        step_model = models / f"step_{t}"
+        seen = sequence if t == 0 else sequence[:t]
+        graded = {(r["condition"], r["article"]) for r in read_jsonl(results_path)}
+        adapter = None
+        if any((f"step{t}", a.index) not in graded for a in seen):
+            engines = ctx.engines_for(model)
+            try:
+                if t > 0:
+                    adapter = update_on(ctx, strategy, engines, model, s, t, sequence, out)
+                units = [(f"step{t}", a, adapter) for a in seen]
+                answer_units(cfg, engines.qa, ctx.grader(), ctx.formatter, units, results_path)
+            finally:
+                engines.close()
+        elif t > 0:  # answered before a kill, not merged yet: the adapter is on disk
+            updates = {u["key"]: u for u in read_jsonl(out / "updates.jsonl")}
+            adapter = adapter_for(updates[f"step{t}"], f"{ctx.run_dir.name}/seq{s}")
+        if t > 0:
+            model = advance(cfg, model, adapter, step_model)
+    accuracy = article_accuracies(read_jsonl(results_path))
+    for t in range(len(sequence) + 1):
+        for j, a in enumerate(sequence if t == 0 else sequence[:t]):
+            matrix[t][j] = accuracy.get((f"step{t}", a.index), float("nan"))
+    return matrix
+
+
+def update_on(
+    ctx: RunContext, strategy: Merge, engines, model: str, s: int, t: int, sequence: list[Article], out: Path
+):
+    """Step t's self-edit and its inner update, both by the strategy's learner (the current model,
+    or the untouched one for isolation), on the data the strategy chooses."""
+    cfg = ctx.cfg
+    article = sequence[t - 1]
+    learner = strategy.learner(ctx.model_path, model)
+    writer = engines if learner == model else ctx.engines_for(learner)
+    try:
+        edits = sample_selfedits(
+            cfg, writer.sampler, ctx.formatter, [article], 1, out / "self_edits.jsonl", ("continual", s)
+        )
+    finally:
+        if writer is not engines:
+            writer.close()
+    earlier = [edits[(a.index, 0)]["sequences"] for a in sequence[: t - 1]]
+    training = strategy.training_sequences(
+        edits[(article.index, 0)]["sequences"], earlier, derive_seed(cfg.seed, "replay", s, t)
+    )
+    job = InnerJob(f"step{t}", training, derive_seed(cfg.seed, "continual", s, t))
+    updates = train_adapters(
+        cfg, learner, ctx.tokenizer, [job], out / "updates.jsonl", out / "adapters", ctx.tracker
+    )
+    return adapter_for(updates[job.key], f"{ctx.run_dir.name}/seq{s}")
+
+
+def inner_cost(paths: list[Path]) -> dict[str, float | int]:
+    """What the inner updates of a run cost, summed over its sequences (failed updates count 0)."""
+    updates = [u for path in paths for u in read_jsonl(path)]
+    return {
+        "updates": len(updates),
+        "inner_steps": sum(u.get("steps", 0) for u in updates),
+        "train_sequences": sum(u.get("sequences", 0) for u in updates),
+        "train_tokens": sum(u.get("train_tokens", 0) for u in updates),
+        "inner_seconds": sum(u.get("seconds", 0.0) for u in updates),
+    }
+
+
+def advance(cfg: DictConfig, model: str, adapter, step_model: Path) -> str:
+    """Merge step t's adapter into the current model; a failed update leaves the model as it was
+    (its checkpoint is copied forward so the step still has its completion marker)."""
+    if adapter is None:
+        log.warning("%s: the update failed; the next step starts from the same model", step_model.name)
+        shutil.copytree(model, step_model, dirs_exist_ok=True)
+        write_json(step_model / "sft_done.json", {"model_path": model, "adapter": None})
+    else:
+        merge_adapter(model, Path(adapter.path), step_model, device=cfg.device, dtype=cfg.model.dtype)
+    previous = Path(model)
+    if previous.parent == step_model.parent and not cfg.continual.keep_models:
+        shutil.rmtree(previous, ignore_errors=True)  # earlier steps' answers are on disk already
+    return str(step_model)
+
+
+def format_matrix(summary: dict) -> str:
+    m, st = summary["matrix"], summary["stats"]
+    head = "step " + "".join(f"{f'p{j + 1}':>7}" for j in range(len(m[0])))
+    lines = [
+        f"\n{summary['experiment']} [{summary['strategy']}]: accuracy after t sequential self-edits "
+        f"(mean of {summary['sequences']} sequences)",
+        head,
+    ]
+    for t, row in enumerate(m):
+        lines.append(f"{t:<5}" + "".join(f"{'' if v != v else f'{v:.2f}':>7}" for v in row))
+    lines.append(
+        f"mean over seen passages by step: {' '.join(f'{v:.3f}' for v in st['mean_seen_by_step'])}\n"
+        f"passage 1: {st['first_passage_after_update']:.3f} after its update -> "
+        f"{st['first_passage_after_last_step']:.3f} after {len(m) - 1} updates; "
+        f"total {summary['total_s']:.0f} s, {summary['cost']['inner_steps']} inner steps"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""`stage=arc` end to end on the tiny random model: all four Table 1 conditions, BC, resume.
+
+The random model never writes valid JSON, so its self-edit attempts exercise the re-sampling budget;
+one earlier run's records are seeded into round_0 (a valid self-edit per training task, one of them
+already scored as solved) so test-time training of self-edits, behaviour cloning and the SEAL
+condition on the cloned policy all run, as they would when resuming a real run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from seal_runner.domains.arc.generator import generate_tasks
+from seal_runner.domains.arc.selfedit import parse_selfedit
+from seal_runner.domains.arc.ttt_format import TTTEncoder, grid_format
+from seal_runner.models import load_tokenizer
+from seal_runner.records import append_jsonl
+
+SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
+FAMILIES = ["flip_ud", "crop_to_object"]
+EDIT = (
+    '{"data_generation": {"use_basic_augmentations": true, "use_size_augmentations": false, '
+    '"use_chain_augmentations": false, "use_repeat_augmentations": false}, '
+    '"training": {"strategy": "train_using_output_tokens", "learning_rate": 0.01, "num_train_epochs": 1}}'
+)
+
+
+def run_arc(model_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
+    args = [
+        SEAL_RUN,
+        "experiment=demo/arc_cpu",
+        f"model.name_or_path={model_dir}",
+        "logger=none",
+        f"domain.generated.families=[{','.join(FAMILIES)}]",
+        "domain.train_samples_per_task=1",
+        "domain.eval_samples_per_task=1",
+        "domain.max_sample_attempts=2",
+        "domain.max_ttt_examples=4",
+        "domain.answer_max_tokens=8",
+        "domain.oracle.num_train_epochs=1",
+        "sampling.max_tokens=8",
+        "lora.rank=4",
+        "lora.alpha=8",
+        "sft.rank=4",
+        "sft.alpha=8",
+        "sft.epochs=1",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def seed_round_0(model_dir: Path, run_dir: Path) -> list[str]:
+    """A valid self-edit per training task, as an earlier run would have recorded it; the first one
+    already scored as solved (the random model cannot solve anything itself)."""
+    encoder = TTTEncoder(load_tokenizer(str(model_dir)), grid_format("numpy"), {"date_string": "26 Jul 2024"})
+    tasks = [replace(t, task_id=f"{t.task_id}-train1") for t in generate_tasks(FAMILIES, 1, 1)]
+    edit = asdict(parse_selfedit(EDIT))
+    records = [
+        {
+            "task": t.task_id,
+            "attempt": 0,
+            "prompt": encoder.chat.selfedit_prompt(t.train),
+            "text": EDIT,
+            "num_tokens": 90,
+            "finish_reason": "stop",
+            "status": "valid",
+            "edit": edit,
+        }
+        for t in tasks
+    ]
+    append_jsonl(run_dir / "round_0" / "self_edits.jsonl", records)
+    solved = {"key": f"{tasks[0].task_id}/s0", "task": tasks[0].task_id, "solved": True, "attempts": []}
+    counts = {"queries": 0, "dropped_queries": 0, "parsed": 0, "correct_answers": 0, "answers": []}
+    append_jsonl(run_dir / "round_0" / "results.jsonl", [solved | counts])
+    return [t.task_id for t in tasks]
+
+
+def test_arc_stage_end_to_end_and_resume(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    train_ids = seed_round_0(tiny_model_dir, run_dir)
+    proc = run_arc(tiny_model_dir, run_dir)
+    for row in ("ICL", "TTT + Self-Edit (w/o prior RL)", "SEAL", "Oracle TTT"):
+        assert f"| {row}" in proc.stdout
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    conditions = summary["conditions"]
+    assert set(conditions) == {"icl", "ttt_base", "seal", "oracle"}
+    assert all(c["pairs"] == 2 for c in conditions.values())  # 2 eval tasks x 1 self-edit
+    base = conditions["ttt_base"]
+    assert base["invalid_attempts"] == 2 * 2 and base["missing_selfedits"] == 2  # budget spent, counted
+    assert conditions["oracle"]["scored"] == 2 and conditions["icl"]["scored"] == 2
+    assert conditions["icl"]["mean_queries"] > 0
+
+    round_0 = run_dir / "round_0"
+    updates = [json.loads(line) for line in (round_0 / "updates.jsonl").read_text().splitlines()]
+    assert sorted(u["task"] for u in updates) == sorted(train_ids)
+    assert all(u["steps"] > 0 and u["adapter"] for u in updates)
+    assert all(u["plan"]["augmentation_groups"] == ["basic"] for u in updates)
+    sft = json.loads((round_0 / "sft.json").read_text())
+    assert [p["task"] for p in sft] == [train_ids[0]] and sft[0]["completion"] == EDIT
+    assert (round_0 / "policy" / "sft_done.json").exists()
+    assert summary["final_policy"] == str(round_0 / "policy")
+    assert (run_dir / "eval" / "seal" / "self_edits.jsonl").exists()
+
+    files = sorted(
+        p for p in run_dir.rglob("*.json*") if ".hydra" not in p.parts and p.name != "summary.json"
+    )
+    before = {p: p.read_bytes() for p in files}
+    run_arc(tiny_model_dir, run_dir)  # rerun: nothing new sampled, trained or decoded
+    assert {p: p.read_bytes() for p in files} == before

@@ -1,0 +1,245 @@
+"""stage=continual (forgetting matrix) and stage=cpt (pooled continued pretraining) on a tiny model,
+plus the matrix arithmetic on hand-made numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seal_runner.domains.knowledge.continual import compare_table, empty_matrix, forgetting_stats, mean_matrix
+from seal_runner.domains.knowledge.strategies import build_strategy
+
+SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
+NAN = math.nan
+TINY = [
+    "engine=hf",
+    "engine@qa_engine=hf",
+    "sampling.max_tokens=12",
+    "domain.qa_max_tokens=4",
+]
+
+
+def seal_run(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([SEAL_RUN, *args], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_matrix_mean_ignores_unseen_cells():
+    a = [[0.2, 0.4], [0.6, NAN], [0.4, 0.8]]
+    b = [[0.4, 0.0], [1.0, NAN], [0.2, NAN]]  # a failed grade leaves a hole in one sequence only
+    mean = mean_matrix([a, b])
+    assert mean[0] == pytest.approx([0.3, 0.2])
+    assert mean[1][0] == pytest.approx(0.8) and math.isnan(mean[1][1])
+    assert mean[2] == pytest.approx([0.3, 0.8])
+
+
+def test_forgetting_stats_on_a_hand_made_matrix():
+    m = empty_matrix(3)
+    m[0] = [0.1, 0.2, 0.3]
+    m[1][0] = 0.6
+    m[2][:2] = [0.4, 0.7]
+    m[3] = [0.2, 0.5, 0.9]
+    stats = forgetting_stats(m)
+    assert stats["untouched_mean"] == pytest.approx(0.2)
+    assert stats["mean_seen_by_step"] == pytest.approx([0.6, 0.55, 1.6 / 3])
+    assert stats["diagonal_mean"] == pytest.approx((0.6 + 0.7 + 0.9) / 3)
+    assert stats["forgetting_first_passage"] == pytest.approx(0.4)
+    assert stats["mean_forgetting"] == pytest.approx((0.4 + 0.2) / 2)
+    assert stats["newest_after_last_step"] == pytest.approx(0.9)
+
+
+def test_continual_matrix_shape_resume_and_artifacts(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [
+        "stage=continual",
+        f"model.name_or_path={tiny_model_dir}",
+        *TINY,
+        "logger=wandb",
+        "logger.mode=offline",
+        "domain.n_articles=5",
+        "continual.sequences=2",
+        "continual.length=3",
+        "lora.epochs=1",
+        "lora.rank=4",
+        "lora.alpha=8",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = seal_run(args)
+    assert "accuracy after t sequential self-edits" in proc.stdout
+    matrix = json.loads((run_dir / "continual" / "matrix.json").read_text())
+    assert len(matrix["per_sequence"]) == 2
+    for m in [matrix["mean"], *matrix["per_sequence"]]:
+        assert len(m) == 4 and all(len(row) == 3 for row in m)
+        assert not any(math.isnan(v) for v in m[0])
+        assert all(math.isnan(m[t][j]) == (j >= t) for t in range(1, 4) for j in range(3))
+    assert (run_dir / "continual" / "heatmap.png").stat().st_size > 1000
+    seq = run_dir / "continual" / "seq_00"
+    results = [json.loads(line) for line in (seq / "results.jsonl").read_text().splitlines()]
+    assert len({(r["condition"], r["article"]) for r in results}) == 3 + 1 + 2 + 3  # row 0 + steps 1..3
+    assert [p.name for p in (seq / "models").iterdir()] == ["step_3"]  # earlier steps were freed
+    (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(wandb_run.glob("*.wandb"))
+
+    # Killed after step 2 of sequence 1: its step-3 records and model are gone; the rerun redoes
+    # exactly that step and nothing else, and the matrix comes out the same.
+    seq1 = run_dir / "continual" / "seq_01"
+    for name in ("results.jsonl", "updates.jsonl", "self_edits.jsonl"):
+        path = seq1 / name
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(line for line in lines if '"step3"' not in line) + "\n")
+    edits = (seq1 / "self_edits.jsonl").read_text().splitlines()
+    (seq1 / "self_edits.jsonl").write_text("\n".join(edits[:2]) + "\n")
+    shutil.rmtree(seq1 / "models" / "step_3")
+    sizes = {p: p.stat().st_size for p in (run_dir / "continual" / "seq_00").glob("*.jsonl")}
+    seal_run([*args, "logger=none"])
+    again = json.loads((run_dir / "continual" / "matrix.json").read_text())
+    assert json.dumps(again["per_sequence"]) == json.dumps(matrix["per_sequence"])
+    assert sizes == {p: p.stat().st_size for p in (run_dir / "continual" / "seq_00").glob("*.jsonl")}
+
+
+def test_cpt_trains_one_model_per_row_and_micro_averages(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = seal_run(
+        [
+            "stage=cpt",
+            f"model.name_or_path={tiny_model_dir}",
+            *TINY,
+            "logger=none",
+            "domain.n_articles=3",
+            "domain.split_newlines=false",
+            "cpt.samples_per_article=2",
+            "cpt.rank=4",
+            "cpt.alpha=8",
+            "cpt.epochs=1",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    assert "after CPT" in proc.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = summary["conditions"]
+    assert list(rows) == ["base", "passage", "selfedit"] and summary["questions"] == 15
+    # passage: 3 passages; selfedit: 3 articles x 2 self-edits x (1 self-edit + 1 passage copy)
+    assert rows["passage"]["training"]["texts"] == 3 and rows["selfedit"]["training"]["texts"] == 12
+    for name in ("passage", "selfedit"):
+        assert (run_dir / "cpt" / name / "model" / "sft_done.json").exists()
+    results = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 3 * 15
+
+
+def test_replay_mixes_a_seeded_sample_of_earlier_self_edits():
+    replay = build_strategy("replay", 3)
+    earlier = [["a1", "a2"], ["b1", "b2", "b3"]]
+    mixed = replay.training_sequences(["n1", "n2"], earlier, seed=7)
+    assert mixed[:2] == ["n1", "n2"] and len(mixed) == 5
+    assert set(mixed[2:]) <= {"a1", "a2", "b1", "b2", "b3"} and len(set(mixed[2:])) == 3
+    assert replay.training_sequences(["n1", "n2"], earlier, seed=7) == mixed
+    assert replay.training_sequences(["n1"], [["a1"]], seed=7) == ["n1", "a1"]  # pool smaller than k
+    assert replay.training_sequences([], earlier, seed=7) == []  # a failed self-edit stays failed
+    assert build_strategy("merge", 3).training_sequences(["n1"], earlier, 7) == ["n1"]
+    assert build_strategy("isolation", 3).learner("base", "step_2") == "base"
+    with pytest.raises(ValueError, match="continual.strategy='ewc'"):
+        build_strategy("ewc", 3)
+
+
+def _adapter_bases(seq: Path) -> list[str]:
+    updates = [json.loads(line) for line in (seq / "updates.jsonl").read_text().splitlines()]
+    return [
+        json.loads((Path(u["adapter"]) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        for u in updates
+    ]
+
+
+@pytest.mark.parametrize("strategy", ["replay", "isolation"])
+def test_strategies_share_the_protocol_and_differ_only_in_learner_and_data(
+    strategy, tiny_model_dir, tmp_path
+):
+    """Same passages and step-1 self-edit as merge; replay trains on new + earlier sequences;
+    isolation writes and trains every adapter on the untouched model and sums them."""
+    common = [
+        "stage=continual",
+        f"model.name_or_path={tiny_model_dir}",
+        *TINY,
+        "logger=none",
+        "domain.n_articles=4",
+        "domain.split_newlines=true",
+        "continual.sequences=1",
+        "continual.length=3",
+        "continual.keep_models=true",
+        "continual.replay_sequences=2",
+        "lora.epochs=1",
+        "lora.rank=4",
+        "lora.alpha=8",
+    ]
+    runs = {}
+    for name in ("merge", strategy):
+        run_dir = tmp_path / name
+        proc = seal_run([*common, f"continual.strategy={name}", f"hydra.run.dir={run_dir}"])
+        assert f"[{name}]" in proc.stdout
+        runs[name] = run_dir / "continual" / "seq_00"
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["strategy"] == name and summary["cost"]["updates"] == 3
+    edits = {
+        n: [json.loads(x) for x in (p / "self_edits.jsonl").read_text().splitlines()] for n, p in runs.items()
+    }
+    assert [e["article"] for e in edits["merge"]] == [e["article"] for e in edits[strategy]]
+    assert edits["merge"][0]["text"] == edits[strategy][0]["text"]  # both written by the base model
+    updates = [json.loads(x) for x in (runs[strategy] / "updates.jsonl").read_text().splitlines()]
+    own = [len(e["sequences"]) for e in edits[strategy]]
+    bases = _adapter_bases(runs[strategy])
+    if strategy == "replay":
+        assert [u["sequences"] for u in updates] == [own[0], own[1] + min(2, own[0]), own[2] + 2]
+        assert bases[1:] == [str(runs[strategy] / "models" / f"step_{t}") for t in (1, 2)]
+    else:
+        assert [u["sequences"] for u in updates] == own
+        assert set(bases) == {str(tiny_model_dir)}
+        # step t's checkpoint is the base plus the sum of adapters 1..t
+        import torch
+        from safetensors.torch import load_file
+
+        def weight(step: int) -> torch.Tensor:
+            path = runs[strategy] / "models" / f"step_{step}" if step else tiny_model_dir
+            return load_file(str(path / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
+
+        def delta(t: int) -> torch.Tensor:
+            state = load_file(str(Path(updates[t - 1]["adapter"]) / "adapter_model.safetensors"))
+            a = next(v for k, v in state.items() if "layers.0.self_attn.q_proj.lora_A" in k)
+            b = next(v for k, v in state.items() if "layers.0.self_attn.q_proj.lora_B" in k)
+            return (b.float() @ a.float()) * (8 / 4)
+
+        expected = weight(0).float() + sum(delta(t) for t in (1, 2, 3))
+        assert torch.allclose(weight(3).float(), expected, atol=1e-3)
+        assert not torch.allclose(weight(3).float(), weight(0).float(), atol=1e-3)
+
+
+def test_compare_table_reports_forgetting_relative_to_merge():
+    def summary(strategy: str, last_row: list[float], steps: int) -> dict:
+        m = empty_matrix(3)
+        m[0] = [0.1, 0.1, 0.1]
+        m[1][0], m[2][:2], m[3] = 0.6, [0.5, 0.7], last_row
+        return {
+            "strategy": strategy,
+            "sequences": 2,
+            "matrix": m,
+            "stats": forgetting_stats(m),
+            "total_s": 12.0,
+            "cost": {"inner_steps": steps, "train_tokens": 10 * steps},
+        }
+
+    merge = summary("merge", [0.2, 0.3, 0.9], 30)  # forgets (0.4 + 0.4) / 2
+    replay = summary("replay", [0.4, 0.6, 0.9], 45)  # forgets (0.2 + 0.1) / 2
+    table = compare_table([merge, replay])
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 0.400 | +0% |" in rows["merge"] and "| 45 | 450 |" in rows["replay"]
+    assert "| 0.150 | +62% |" in rows["replay"]  # 1 - 0.15 / 0.4
+    assert "| 3 | 0.40 | 0.60 | 0.90 |" in table  # replay's last matrix row
+    with pytest.raises(ValueError, match="share a strategy"):
+        compare_table([merge, merge])

@@ -1,0 +1,103 @@
+"""Table 2 on a tiny random model: every self-edit source in one run, on the same articles.
+
+The OpenAI row talks to a real local HTTP server (tests/fake_openai_server.py) through the same
+engine a GPT-4.1 run uses; the trained-policy row points at a second checkpoint, so its own
+no-update accuracy must be measured and used as its baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from fake_openai_server import FakeOpenAIServer
+
+SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
+GPT_SELF_EDIT = "1. The passage states a fact.\n2. The fact is stated in the passage."
+
+
+def seal_run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([SEAL_RUN, *args], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_source_in_one_table(tiny_model_dir, tmp_path):
+    policy = tmp_path / "policy"
+    shutil.copytree(tiny_model_dir, policy)
+    edits_file = tmp_path / "edits.jsonl"
+    run_dir = tmp_path / "run"
+    args = [
+        "experiment=demo/table2_cpu",
+        f"model.name_or_path={tiny_model_dir}",
+        "engine=hf",
+        "engine@qa_engine=hf",
+        "logger=none",
+        "domain.n_articles=2",
+        "sampling.max_tokens=12",
+        "domain.qa_max_tokens=4",
+        "lora.epochs=1",
+        "lora.rank=4",
+        "lora.alpha=8",
+        "conditions=[base,passage,selfedit,openai,policy,file]",
+        f"selfedit_sources.policy.path={policy}",
+        f"selfedit_sources.file.path={edits_file}",
+        "selfedit_sources.openai.engine.api_key_env=SEAL_TEST_KEY",
+        f"hydra.run.dir={run_dir}",
+    ]
+    # The file row reads the self-edits the first article's title maps to; the second is missing.
+    edits_file.write_text(
+        json.dumps({"title": "Varnholt Lighthouse", "text": "The lighthouse is blue."}) + "\n"
+    )
+    with FakeOpenAIServer(reply=lambda body: GPT_SELF_EDIT) as server:
+        args.append(f"selfedit_sources.openai.engine.base_url={server.base_url}")
+        proc = seal_run(args, env={"SEAL_TEST_KEY": "sk-test"})
+        requests = list(server.bodies)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = summary["conditions"]
+    assert list(rows) == ["base", "passage", "selfedit", "openai", "policy", "file"]
+    assert rows["openai"]["label"] == "passage + GPT-4.1 self-edit"
+    # The trained policy is both writer and inner-loop base; its baseline is its own no-update run.
+    results = read_jsonl(run_dir / "results.jsonl")
+    conditions = {r["condition"] for r in results}
+    assert {"base", "passage", "selfedit", "openai", "policy", "policy/no_update"} <= conditions
+    assert rows["policy"]["policy"] == str(policy) and rows["selfedit"]["policy"] == str(tiny_model_dir)
+    assert rows["passage"]["baseline"] == rows["base"]["macro_accuracy"]
+    assert rows["policy"]["baseline"] == summary_acc(results, "policy/no_update")
+
+    # GPT-4.1 got the paper's prompt text as one chat user turn (no local chat template around it).
+    assert len(requests) == 2
+    content = requests[0]["messages"][-1]["content"]
+    assert content.startswith("Let's read the following passage and") and "<|im_start|>" not in content
+    openai_edits = read_jsonl(run_dir / "self_edits" / "openai.jsonl")
+    assert all(e["text"] == GPT_SELF_EDIT and len(e["sequences"]) == 3 for e in openai_edits)
+
+    # The file row: a matched title trains on the file's text, an unmatched one is a counted failure.
+    file_edits = {e["title"]: e for e in read_jsonl(run_dir / "self_edits" / "file.jsonl")}
+    assert sorted(e["status"] for e in file_edits.values()) == ["missing", "ok"]
+    updates = {u["key"]: u for u in read_jsonl(run_dir / "updates.jsonl")}
+    assert sum(1 for k, u in updates.items() if k.startswith("file-") and u["failed"]) == 1
+    assert "GPT-4.1 self-edit" in proc.stdout and "no update" in proc.stdout
+
+    # Rerun: nothing resampled (the server is gone), nothing retrained, nothing regraded.
+    sizes = {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
+    seal_run([a for a in args if "base_url" not in a], env={"SEAL_TEST_KEY": "sk-test"})
+    assert sizes == {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
+
+
+def summary_acc(results: list[dict], condition: str) -> float:
+    per_article: dict[int, list[bool]] = {}
+    for r in results:
+        if r["condition"] == condition:
+            per_article.setdefault(r["article"], []).append(bool(r["correct"]))
+    accs = [sum(v) / len(v) for v in per_article.values()]
+    return sum(accs) / len(accs)
