@@ -236,7 +236,8 @@ def test_compare_table_reports_forgetting_relative_to_merge():
 
     merge = summary("merge", [0.2, 0.3, 0.9], 30)  # forgets (0.4 + 0.4) / 2
     replay = summary("replay", [0.4, 0.6, 0.9], 45)  # forgets (0.2 + 0.1) / 2
-    table = compare_table([merge, replay])
+    table = compare_table([replay, merge])
+    assert table.index("| merge |") < table.index("| replay |")  # the baseline leads
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert "| 0.400 | +0% |" in rows["merge"] and "| 45 | 450 |" in rows["replay"]
     assert "| 0.150 | +62% |" in rows["replay"]  # 1 - 0.15 / 0.4

@@ -81,10 +81,14 @@ def run(cfg: DictConfig) -> dict:
         "versions": versions(),
         "objective": stats["final_mean_seen"],
     }
+    summary["api_usage"] = ctx.log_api_usage()
     write_json(ctx.run_dir / "summary.json", summary)
     ctx.tracker.image("continual/heatmap", str(heatmap))
     for t, value in enumerate(stats["mean_seen_by_step"], start=1):
-        ctx.tracker.log({"continual/mean_seen": value, "continual/diagonal": mean[t][t - 1]}, step=t)
+        # A metric, not W&B's step: the step-less inner-loop logs have already moved the step on.
+        ctx.tracker.log(
+            {"continual/step": t, "continual/mean_seen": value, "continual/diagonal": mean[t][t - 1]}
+        )
     ctx.tracker.summary({f"continual/{k}": v for k, v in stats.items() if not isinstance(v, list)})
     ctx.tracker.finish()
     print(format_matrix(summary))
@@ -105,9 +109,9 @@ def run_sequence(
     for t in range(first + 1 if first else 0, len(sequence) + 1):
         step_model = models / f"step_{t}"
         seen = sequence if t == 0 else sequence[:t]
-        graded = {(r["condition"], r["article"]) for r in read_jsonl(results_path)}
+        graded = {(r["condition"], r["article"], r["question_index"]) for r in read_jsonl(results_path)}
         adapter = None
-        if any((f"step{t}", a.index) not in graded for a in seen):
+        if any((f"step{t}", a.index, q) not in graded for a in seen for q in range(len(a.questions))):
             engines = ctx.engines_for(model)
             try:
                 if t > 0:

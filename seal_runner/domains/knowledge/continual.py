@@ -83,7 +83,7 @@ def compare_table(summaries: Sequence[dict]) -> str:
     """Markdown comparing `continual.strategy` runs (stage=continual summary.json dicts): the
     issue's headline numbers per strategy, forgetting relative to `merge` (the paper's protocol),
     what the inner updates cost, and each strategy's mean matrix beneath."""
-    by_name = {s["strategy"]: s for s in summaries}
+    by_name = {s["strategy"]: s for s in sorted(summaries, key=lambda s: s["strategy"] != "merge")}
     if len(by_name) != len(summaries):
         raise ValueError(f"two runs share a strategy: {[s['strategy'] for s in summaries]}")
     baseline = by_name.get("merge")
@@ -104,7 +104,9 @@ def compare_table(summaries: Sequence[dict]) -> str:
     lines += [
         "",
         "forgetting = mean over passages 1..T-1 of max(accuracy right after its update - accuracy after "
-        "the last step, 0); vs merge = relative reduction of that against merge (positive = less forgetting).",
+        "the last step, 0); vs merge = relative reduction of that against merge (positive = less forgetting). "
+        "A reduction only counts at equal newest-passage accuracy (diagonal mean): a strategy that learns "
+        "less also has less to forget.",
     ]
     for name, s in by_name.items():
         m = s["matrix"]
