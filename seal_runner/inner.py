@@ -7,12 +7,13 @@ PEFT-format adapter that any engine can serve.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from seal_runner.lora.multi_lora import MultiLoraModel
@@ -29,7 +30,11 @@ class InnerUpdater:
         if lora_cfg.mode not in ("fast", "reference"):
             raise ValueError(f"lora.mode must be 'fast' or 'reference', got {lora_cfg.mode!r}")
         # A private copy: an out-of-memory retry lowers max_tokens_per_forward for this updater only.
-        lora_cfg = OmegaConf.create(OmegaConf.to_container(lora_cfg, resolve=True))
+        lora_cfg = (
+            OmegaConf.create(OmegaConf.to_container(lora_cfg, resolve=True))
+            if isinstance(lora_cfg, DictConfig)
+            else copy.deepcopy(lora_cfg)  # a LoraConfig dataclass (scripts, tests)
+        )
         self.cfg, self.model_path = lora_cfg, model_path
         base = load_causal_lm(model_path, dtype=dtype, device=device)
         if lora_cfg.mode == "fast":
