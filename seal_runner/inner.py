@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from seal_runner.lora.multi_lora import MultiLoraModel
 from seal_runner.lora.trainer import FastInnerTrainer, InnerJob, InnerResult, ReferenceInnerTrainer
 from seal_runner.models import load_causal_lm, release_memory
+from seal_runner.records import append_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +103,44 @@ class InnerUpdater:
                     budget,
                     self.cfg.max_tokens_per_forward,
                 )
+
+
+def train_and_record(
+    cfg: DictConfig,
+    model_path: str,
+    tokenizer,
+    jobs: list[InnerJob],
+    path: Path,
+    adapter_root: Path,
+    tracker,
+    describe: Callable[[InnerJob], dict] = lambda job: {},
+) -> list[dict]:
+    """Train `jobs` on `model_path` and append one record per job to `path`; `describe` adds the
+    domain's fields (after `key`). Returns the new records.
+
+    The records of jobs trained together (one fast-trainer group) are appended in one write, so a
+    kill never leaves half a group on disk: a resumed run retrains whole groups with the same
+    partners and so reproduces the uninterrupted run's numbers exactly."""
+    updater = InnerUpdater(cfg.lora, model_path, tokenizer, cfg.device, cfg.model.dtype)
+    records, group = [], []
+    for n, (job, result, adapter) in enumerate(updater.run(jobs, adapter_root), start=1):
+        record = {
+            "key": job.key,
+            **describe(job),
+            "steps": result.steps,
+            "train_tokens": result.train_tokens,
+            "seconds": result.seconds,
+            "first_loss": result.losses[0] if result.losses else None,
+            "final_loss": result.final_loss,
+            "failed": result.failed,
+            "adapter": str(adapter) if adapter else None,
+        }
+        group.append(record)
+        records.append(record)
+        tracker.log({"inner/final_loss": result.final_loss or float("nan"), "inner/seconds": result.seconds})
+        if n % updater.group_size == 0 or n == len(jobs):
+            append_jsonl(path, group)
+            group = []
+    del updater
+    release_memory()  # the base model + K adapter slots; the QA engine comes next
+    return records

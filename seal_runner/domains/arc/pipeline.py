@@ -42,7 +42,7 @@ from seal_runner.domains.arc.selfedit import (
 from seal_runner.domains.arc.ttt_format import TTTEncoder, parse_answer
 from seal_runner.domains.arc.voting import build_eval_queries, is_solved, vote
 from seal_runner.engines.base import LoraAdapter, Sampling
-from seal_runner.inner import InnerUpdater
+from seal_runner.inner import train_and_record
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import append_jsonl, derive_seed, read_jsonl
 
@@ -175,25 +175,15 @@ def train_units(cfg, model_path: str, tokenizer, units: list[Unit], path: Path, 
     if not todo:
         return done
     by_key = {u.key: u for u in todo}
-    updater = InnerUpdater(cfg.lora, model_path, tokenizer, cfg.device, cfg.model.dtype)
-    for job, result, adapter in updater.run([u.job for u in todo], adapter_root):
+
+    def describe(job: InnerJob) -> dict:
         unit = by_key[job.key]
-        record = {
-            "key": job.key,
-            "task": unit.task.task_id,
-            "plan": asdict(unit.plan),
-            "examples": unit.n_examples,
-            "steps": result.steps,
-            "train_tokens": result.train_tokens,
-            "seconds": result.seconds,
-            "first_loss": result.losses[0] if result.losses else None,
-            "final_loss": result.final_loss,
-            "failed": result.failed,
-            "adapter": str(adapter) if adapter else None,
-        }
-        append_jsonl(path, [record])
-        done[job.key] = record
-        tracker.log({"inner/final_loss": result.final_loss or float("nan"), "inner/seconds": result.seconds})
+        return {"task": unit.task.task_id, "plan": asdict(unit.plan), "examples": unit.n_examples}
+
+    new = train_and_record(
+        cfg, model_path, tokenizer, [u.job for u in todo], path, adapter_root, tracker, describe
+    )
+    done.update({r["key"]: r for r in new})
     return done
 
 

@@ -18,9 +18,8 @@ from seal_runner.domains.knowledge.data import Article
 from seal_runner.domains.knowledge.evaluate import answer_questions
 from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter, Sampling
-from seal_runner.inner import InnerUpdater
+from seal_runner.inner import train_and_record
 from seal_runner.lora.trainer import InnerJob
-from seal_runner.models import release_memory
 from seal_runner.prompts import PromptFormatter, selfedit_prompt
 from seal_runner.records import append_jsonl, derive_seed, read_jsonl
 
@@ -100,11 +99,8 @@ def sample_selfedits(
 def train_adapters(
     cfg: DictConfig, model_path: str, tokenizer, jobs: list[InnerJob], path: Path, adapter_root: Path, tracker
 ) -> dict[str, dict]:
-    """Inner updates for jobs not yet recorded; a job with no sequences is recorded as failed.
-
-    The records of jobs trained together (one fast-trainer group) are appended in one write, so a
-    kill never leaves half a group on disk: a resumed run retrains whole groups with the same
-    partners and so reproduces the uninterrupted run's numbers exactly."""
+    """Inner updates for jobs not yet recorded (see `train_and_record`); a job with no sequences is
+    recorded as failed."""
     done = {r["key"]: r for r in read_jsonl(path)}
     todo = []
     for job in jobs:
@@ -121,28 +117,17 @@ def train_adapters(
             todo.append(job)
     if not todo:
         return done
-    updater = InnerUpdater(cfg.lora, model_path, tokenizer, cfg.device, cfg.model.dtype)
-    group = []
-    for n, (job, result, adapter) in enumerate(updater.run(todo, adapter_root), start=1):
-        record = {
-            "key": job.key,
-            "sequences": len(job.sequences),
-            "steps": result.steps,
-            "train_tokens": result.train_tokens,
-            "seconds": result.seconds,
-            "first_loss": result.losses[0] if result.losses else None,
-            "final_loss": result.final_loss,
-            "failed": result.failed,
-            "adapter": str(adapter) if adapter else None,
-        }
-        group.append(record)
-        done[job.key] = record
-        tracker.log({"inner/final_loss": result.final_loss or float("nan"), "inner/seconds": result.seconds})
-        if n % updater.group_size == 0 or n == len(todo):
-            append_jsonl(path, group)
-            group = []
-    del updater
-    release_memory()  # the base model + K adapter slots; the QA engine comes next
+    new = train_and_record(
+        cfg,
+        model_path,
+        tokenizer,
+        todo,
+        path,
+        adapter_root,
+        tracker,
+        lambda job: {"sequences": len(job.sequences)},
+    )
+    done.update({r["key"]: r for r in new})
     return done
 
 
