@@ -29,7 +29,13 @@ from omegaconf import DictConfig
 from seal_runner.domains.knowledge.continual import empty_matrix, forgetting_stats, mean_matrix, plot_heatmap
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies
-from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
+from seal_runner.domains.knowledge.pipeline import (
+    adapter_for,
+    answer_units,
+    sample_selfedits,
+    train_adapters,
+    unanswered,
+)
 from seal_runner.domains.knowledge.strategies import Merge, build_strategy
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.outer import merge_adapter, read_done
@@ -109,9 +115,8 @@ def run_sequence(
     for t in range(first + 1 if first else 0, len(sequence) + 1):
         step_model = models / f"step_{t}"
         seen = sequence if t == 0 else sequence[:t]
-        graded = {(r["condition"], r["article"], r["question_index"]) for r in read_jsonl(results_path)}
         adapter = None
-        if any((f"step{t}", a.index, q) not in graded for a in seen for q in range(len(a.questions))):
+        if unanswered([(f"step{t}", a, None) for a in seen], read_jsonl(results_path)):
             engines = ctx.engines_for(model)
             try:
                 if t > 0:

@@ -143,8 +143,8 @@ def answer_units(
     records. A unit missing some answers (its last line torn by an interrupted write) is answered
     again and only the missing questions are appended, so no answer is lost or recorded twice."""
     records = read_jsonl(path)
-    graded = {(r["condition"], r["article"], r["question_index"]) for r in records}
-    todo = [u for u in units if any((u[0], u[1].index, q) not in graded for q in range(len(u[1].questions)))]
+    graded = _graded(records)
+    todo = [u for u in units if not _fully_graded(u, graded)]
     if todo:
         new = answer_questions(
             engine,
@@ -158,6 +158,22 @@ def answer_units(
         append_jsonl(path, new)
         records += new
     return records
+
+
+def unanswered(units: list[tuple[str, Article, LoraAdapter | None]], records: list[dict]) -> list:
+    """The units `answer_units` would still answer given these records (lets a caller skip building
+    an engine when nothing is left)."""
+    graded = _graded(records)
+    return [u for u in units if not _fully_graded(u, graded)]
+
+
+def _graded(records: list[dict]) -> set[tuple[str, int, int]]:
+    return {(r["condition"], r["article"], r["question_index"]) for r in records}
+
+
+def _fully_graded(unit: tuple[str, Article, LoraAdapter | None], graded: set[tuple[str, int, int]]) -> bool:
+    condition, article, _ = unit
+    return all((condition, article.index, q) in graded for q in range(len(article.questions)))
 
 
 def adapter_for(update: dict | None, namespace: str) -> LoraAdapter | None:
