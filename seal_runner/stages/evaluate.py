@@ -73,13 +73,13 @@ def run(cfg: DictConfig) -> dict:
         by_policy[row.policy].append(row)
     timings: dict[str, float] = defaultdict(float)
     edits: dict[str, dict[int, dict]] = {}
-    results: list[dict] = []
     updates: dict[str, dict] = {}
+    results: list[dict] = []
     for policy, policy_rows in by_policy.items():
-        part = evaluate_policy_rows(ctx, policy, policy_rows, articles, timings)
-        edits |= part[0]
-        updates |= part[1]
-        results = part[2]
+        policy_edits, updates, results = evaluate_policy_rows(ctx, policy, policy_rows, articles, timings)
+        edits |= policy_edits
+    # updates and results are read back from the run's shared JSONL files: the last policy's call
+    # returns every row's records.
 
     summary = summarise(cfg, rows, articles, edits, updates, results, timings, started)
     summary["api_usage"] = ctx.log_api_usage()
