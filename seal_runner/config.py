@@ -215,9 +215,11 @@ class ContinualConfig:
     length: int = 8
     seed: int = 42
     keep_models: bool = False  # keep every step's merged checkpoint (disk: one model per step)
-    # merge (the paper) | replay | isolation: see seal_runner/domains/knowledge/strategies.py
+    # merge (the paper) | replay | isolation | retention: see seal_runner/domains/knowledge/strategies.py
     strategy: str = "merge"
     replay_sequences: int = 8  # replay: earlier self-edit sequences mixed into each update
+    candidates: int = 4  # retention: self-edits written, trained and scored per step
+    retention_lambda: float = 1.0  # retention: reward = new-passage accuracy - lambda x probe drop
 
 
 @dataclass

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from seal_runner.domains.knowledge.continual import compare_table, empty_matrix, forgetting_stats, mean_matrix
 from seal_runner.domains.knowledge.strategies import build_strategy
@@ -158,7 +159,17 @@ def _adapter_bases(seq: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("strategy", ["replay", "isolation"])
+def test_retention_reward_penalises_the_probe_drop():
+    retention = build_strategy("retention", 3, candidates=3, retention_lambda=0.5)
+    assert retention.candidates == 3 and build_strategy("merge", 3).candidates == 1
+    assert retention.reward(0.6, probe_before=0.8, probe_after=0.4) == pytest.approx(0.6 - 0.5 * 0.4)
+    assert retention.reward(0.6, probe_before=0.4, probe_after=0.6) == pytest.approx(0.7)  # a gain helps
+    assert retention.reward(0.6, None, None) == 0.6  # step 1: nothing earlier to forget
+    with pytest.raises(ValueError, match="continual.candidates=1"):
+        build_strategy("retention", 3, candidates=1)
+
+
+@pytest.mark.parametrize("strategy", ["replay", "isolation", "retention"])
 def test_strategies_share_the_protocol_and_differ_only_in_learner_and_data(
     strategy, tiny_model_dir, tmp_path
 ):
@@ -175,6 +186,8 @@ def test_strategies_share_the_protocol_and_differ_only_in_learner_and_data(
         "continual.length=3",
         "continual.keep_models=true",
         "continual.replay_sequences=2",
+        "continual.candidates=2",
+        "continual.retention_lambda=0.5",
         "lora.epochs=1",
         "lora.rank=4",
         "lora.alpha=8",
@@ -186,38 +199,70 @@ def test_strategies_share_the_protocol_and_differ_only_in_learner_and_data(
         assert f"[{name}]" in proc.stdout
         runs[name] = run_dir / "continual" / "seq_00"
         summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["strategy"] == name and summary["cost"]["updates"] == 3
-    edits = {
-        n: [json.loads(x) for x in (p / "self_edits.jsonl").read_text().splitlines()] for n, p in runs.items()
+        assert summary["strategy"] == name
+        assert summary["cost"]["updates"] == 3 * (2 if name == "retention" else 1)
+    edits = {  # candidate 0 of each step (retention writes 2 per step; sample 0 is merge's)
+        n: [e for e in map(json.loads, (p / "self_edits.jsonl").read_text().splitlines()) if e["sample"] == 0]
+        for n, p in runs.items()
     }
     assert [e["article"] for e in edits["merge"]] == [e["article"] for e in edits[strategy]]
-    assert edits["merge"][0]["text"] == edits[strategy][0]["text"]  # both written by the base model
+    if strategy != "retention":  # the HF engine seeds a batch, not a row: retention samples 2 at once
+        assert edits["merge"][0]["text"] == edits[strategy][0]["text"]  # both written by the base model
     updates = [json.loads(x) for x in (runs[strategy] / "updates.jsonl").read_text().splitlines()]
     own = [len(e["sequences"]) for e in edits[strategy]]
     bases = _adapter_bases(runs[strategy])
     if strategy == "replay":
         assert [u["sequences"] for u in updates] == [own[0], own[1] + min(2, own[0]), own[2] + 2]
         assert bases[1:] == [str(runs[strategy] / "models" / f"step_{t}") for t in (1, 2)]
+    elif strategy == "retention":
+        _check_retention_choices(runs[strategy], updates, tiny_model_dir)
     else:
         assert [u["sequences"] for u in updates] == own
         assert set(bases) == {str(tiny_model_dir)}
         # step t's checkpoint is the base plus the sum of adapters 1..t
-        import torch
         from safetensors.torch import load_file
 
         def weight(step: int) -> torch.Tensor:
             path = runs[strategy] / "models" / f"step_{step}" if step else tiny_model_dir
             return load_file(str(path / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
 
-        def delta(t: int) -> torch.Tensor:
-            state = load_file(str(Path(updates[t - 1]["adapter"]) / "adapter_model.safetensors"))
-            a = next(v for k, v in state.items() if "layers.0.self_attn.q_proj.lora_A" in k)
-            b = next(v for k, v in state.items() if "layers.0.self_attn.q_proj.lora_B" in k)
-            return (b.float() @ a.float()) * (8 / 4)
-
-        expected = weight(0).float() + sum(delta(t) for t in (1, 2, 3))
+        expected = weight(0).float() + sum(_lora_delta(Path(updates[t - 1]["adapter"])) for t in (1, 2, 3))
         assert torch.allclose(weight(3).float(), expected, atol=1e-3)
         assert not torch.allclose(weight(3).float(), weight(0).float(), atol=1e-3)
+
+
+def _lora_delta(adapter: Path, module: str = "layers.0.self_attn.q_proj", scale: float = 2.0):
+    from safetensors.torch import load_file
+
+    state = load_file(str(adapter / "adapter_model.safetensors"))
+    a = next(v for k, v in state.items() if f"{module}.lora_A" in k)
+    b = next(v for k, v in state.items() if f"{module}.lora_B" in k)
+    return (b.float() @ a.float()) * scale
+
+
+def _check_retention_choices(seq: Path, updates: list[dict], base_dir: Path) -> None:
+    """Two candidates per step, each graded on passages 1..t; the merged one has the best reward,
+    recomputed here from the recorded accuracies; step 1's model is the base plus that adapter."""
+    from safetensors.torch import load_file
+
+    assert [u["key"] for u in updates] == [f"step{t}.c{i}" for t in (1, 2, 3) for i in (0, 1)]
+    choices = [json.loads(x) for x in (seq / "choices.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in choices] == [1, 2, 3]
+    probe = [json.loads(x) for x in (seq / "probe.jsonl").read_text().splitlines()]
+    assert {r["condition"] for r in probe} == {u["key"] for u in updates}
+    for c in choices:
+        assert (c["probe_before"] is None) == (c["step"] == 1)
+        rewards = []
+        for cand in c["candidates"]:
+            drop = 0.0 if c["probe_before"] is None else c["probe_before"] - cand["probe_after"]
+            assert cand["reward"] == pytest.approx(cand["new"] - 0.5 * drop)
+            rewards.append(cand["reward"])
+        assert c["chosen"] == c["candidates"][rewards.index(max(rewards))]["key"]
+    chosen = next(u for u in updates if u["key"] == choices[0]["chosen"])
+    name = "model.layers.0.self_attn.q_proj.weight"
+    merged = load_file(str(seq / "models" / "step_1" / "model.safetensors"))[name].float()
+    base = load_file(str(base_dir / "model.safetensors"))[name].float()
+    assert torch.allclose(merged, base + _lora_delta(Path(chosen["adapter"])), atol=1e-3)
 
 
 def test_compare_table_reports_forgetting_relative_to_merge():

@@ -39,7 +39,7 @@ from seal_runner.domains.knowledge.pipeline import (
 from seal_runner.domains.knowledge.strategies import Merge, build_strategy
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.outer import merge_adapter, read_done
-from seal_runner.records import derive_seed, read_jsonl, write_json
+from seal_runner.records import append_jsonl, derive_seed, read_jsonl, write_json
 from seal_runner.stages.common import RunContext, setup_run, versions
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> dict:
     d, c = cfg.domain, cfg.continual
     pool = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
     sequences = sequences_of(pool, c.sequences, c.length, c.seed)
-    strategy = build_strategy(c.strategy, c.replay_sequences)
+    strategy = build_strategy(c.strategy, c.replay_sequences, c.candidates, c.retention_lambda)
     out = ctx.run_dir / "continual"
     matrices = []
     for s, sequence in enumerate(sequences):
@@ -127,7 +127,8 @@ def run_sequence(
                 engines.close()
         elif t > 0:  # answered before a kill, not merged yet: the adapter is on disk
             updates = {u["key"]: u for u in read_jsonl(out / "updates.jsonl")}
-            adapter = adapter_for(updates[f"step{t}"], f"{ctx.run_dir.name}/seq{s}")
+            key = step_update_key(out, t)
+            adapter = adapter_for(updates[key], f"{ctx.run_dir.name}/seq{s}") if key else None
         if t > 0:
             model = advance(cfg, model, adapter, step_model)
     accuracy = article_accuracies(read_jsonl(results_path))
@@ -140,28 +141,94 @@ def run_sequence(
 def update_on(
     ctx: RunContext, strategy: Merge, engines, model: str, s: int, t: int, sequence: list[Article], out: Path
 ):
-    """Step t's self-edit and its inner update, both by the strategy's learner (the current model,
-    or the untouched one for isolation), on the data the strategy chooses."""
+    """Step t's self-edit(s) and inner update(s), by the strategy's learner (the current model, or the
+    untouched one for isolation), on the data the strategy chooses; the adapter to merge, or None."""
     cfg = ctx.cfg
     article = sequence[t - 1]
     learner = strategy.learner(ctx.model_path, model)
     writer = engines if learner == model else ctx.engines_for(learner)
     try:
         edits = sample_selfedits(
-            cfg, writer.sampler, ctx.formatter, [article], 1, out / "self_edits.jsonl", ("continual", s)
+            cfg,
+            writer.sampler,
+            ctx.formatter,
+            [article],
+            strategy.candidates,
+            out / "self_edits.jsonl",
+            ("continual", s),
         )
     finally:
         if writer is not engines:
             writer.close()
     earlier = [edits[(a.index, 0)]["sequences"] for a in sequence[: t - 1]]
-    training = strategy.training_sequences(
-        edits[(article.index, 0)]["sequences"], earlier, derive_seed(cfg.seed, "replay", s, t)
-    )
-    job = InnerJob(f"step{t}", training, derive_seed(cfg.seed, "continual", s, t))
+    jobs = [
+        InnerJob(
+            candidate_key(t, i, strategy.candidates),
+            strategy.training_sequences(
+                edits[(article.index, i)]["sequences"], earlier, derive_seed(cfg.seed, "replay", s, t)
+            ),
+            derive_seed(cfg.seed, "continual", s, t, *([i] if i else [])),
+        )
+        for i in range(strategy.candidates)
+    ]
     updates = train_adapters(
-        cfg, learner, ctx.tokenizer, [job], out / "updates.jsonl", out / "adapters", ctx.tracker
+        cfg, learner, ctx.tokenizer, jobs, out / "updates.jsonl", out / "adapters", ctx.tracker
     )
-    return adapter_for(updates[job.key], f"{ctx.run_dir.name}/seq{s}")
+    namespace = f"{ctx.run_dir.name}/seq{s}"
+    if strategy.candidates == 1:
+        return adapter_for(updates[jobs[0].key], namespace)
+    adapters = {job.key: adapter_for(updates[job.key], namespace) for job in jobs}
+    return adapters.get(choose_candidate(ctx, strategy, engines, adapters, t, sequence, out))
+
+
+def candidate_key(t: int, i: int, candidates: int) -> str:
+    """`step<t>` for a one-candidate strategy (the paper's record names), `step<t>.c<i>` otherwise."""
+    return f"step{t}" if candidates == 1 else f"step{t}.c{i}"
+
+
+def choose_candidate(
+    ctx: RunContext, strategy, engines, adapters: dict, t: int, sequence: list[Article], out: Path
+) -> str | None:
+    """Grade every trained candidate on the new passage and the earlier passages (the probe), score
+    it with the strategy's reward and record the choice in choices.jsonl (once; a resume reads it).
+    The probe's accuracy before the update is row t-1 of the matrix, already on disk."""
+    made = {c["step"]: c for c in read_jsonl(out / "choices.jsonl")}
+    if t in made:
+        return made[t]["chosen"]
+    article, earlier = sequence[t - 1], sequence[: t - 1]
+    trained = {key: adapter for key, adapter in adapters.items() if adapter is not None}
+    units = [(key, a, adapter) for key, adapter in trained.items() for a in sequence[:t]]
+    answer_units(ctx.cfg, engines.qa, ctx.grader(), ctx.formatter, units, out / "probe.jsonl")
+    accuracy = article_accuracies(read_jsonl(out / "probe.jsonl"))
+    before = article_accuracies(read_jsonl(out / "results.jsonl"))
+    probe_before = _mean_or_none([before.get((f"step{t - 1}", a.index)) for a in earlier])
+    scored = []
+    for key in trained:
+        new = accuracy.get((key, article.index))
+        if new is None:  # every answer ungraded (a judge's failures): no reward to rank by
+            log.warning("step %d: candidate %s has no graded answer on the new passage; skipped", t, key)
+            continue
+        probe_after = _mean_or_none([accuracy.get((key, a.index)) for a in earlier])
+        reward = strategy.reward(new, probe_before, probe_after)
+        scored.append({"key": key, "new": new, "probe_after": probe_after, "reward": reward})
+    chosen = max(scored, key=lambda c: c["reward"])["key"] if scored else None  # first of ties
+    append_jsonl(
+        out / "choices.jsonl",
+        [{"step": t, "chosen": chosen, "probe_before": probe_before, "candidates": scored}],
+    )
+    log.info("step %d: chose %s of %d candidates (%s)", t, chosen, len(adapters), scored)
+    return chosen
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def step_update_key(out: Path, t: int) -> str | None:
+    """The inner update merged at step t: the recorded choice of a multi-candidate strategy."""
+    made = {c["step"]: c for c in read_jsonl(out / "choices.jsonl")}
+    return made[t]["chosen"] if t in made else f"step{t}"
 
 
 def inner_cost(paths: list[Path]) -> dict[str, float | int]:

@@ -15,6 +15,13 @@ learns a self-edit and in what it is trained on:
   we realise the same sum by folding each adapter into the previous composition, so no adapter of
   rank t*r has to be served (vLLM caps max_lora_rank) and evaluation runs on the same engine path
   as merge.
+- `retention`: as merge, but the learner writes `continual.candidates` self-edits, each is trained
+  and scored by reward = accuracy on the new passage - lambda x (drop of accuracy on the earlier
+  passages' questions), and the best one is merged: ReSTEM's selection with a reward that prefers
+  self-edits that teach without erasing. lambda = 0 is the same best-of-k selection on the new
+  passage alone, the control that separates the selection from the retention term. The probe is
+  the earlier passages' questions themselves (the forgetting matrix's questions), so its forgetting
+  numbers are measured on questions it selected for.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from dataclasses import dataclass
 class Merge:
     """The paper's protocol and the baseline every other strategy is measured against."""
 
+    candidates: int = 1  # self-edits written and trained per step; the best by `reward` is merged
+
     def learner(self, base: str, current: str) -> str:
         """The model that writes step t's self-edit and is updated on it."""
         return current
@@ -38,7 +47,7 @@ class Merge:
 
 @dataclass(frozen=True)
 class Replay(Merge):
-    replay_sequences: int
+    replay_sequences: int = 8
 
     def training_sequences(self, new: list[str], earlier: list[list[str]], seed: int) -> list[str]:
         if not new:  # a failed self-edit stays a failed update, not a replay-only one
@@ -53,10 +62,33 @@ class Isolation(Merge):
         return base
 
 
-def build_strategy(name: str, replay_sequences: int) -> Merge:
-    strategies = {"merge": Merge(), "replay": Replay(replay_sequences), "isolation": Isolation()}
+@dataclass(frozen=True)
+class Retention(Merge):
+    retention_lambda: float = 1.0
+
+    def reward(self, new_accuracy: float, probe_before: float | None, probe_after: float | None) -> float:
+        """Accuracy on the new passage minus lambda x the drop on the earlier passages (a gain on
+        them counts in the candidate's favour); step 1 has no earlier passage and no penalty."""
+        if probe_before is None or probe_after is None:
+            return new_accuracy
+        return new_accuracy - self.retention_lambda * (probe_before - probe_after)
+
+
+def build_strategy(
+    name: str, replay_sequences: int, candidates: int = 4, retention_lambda: float = 1.0
+) -> Merge:
+    strategies = {
+        "merge": lambda: Merge(),
+        "replay": lambda: Replay(replay_sequences=replay_sequences),
+        "isolation": lambda: Isolation(),
+        "retention": lambda: Retention(candidates=candidates, retention_lambda=retention_lambda),
+    }
     if name not in strategies:
         raise ValueError(f"continual.strategy={name!r} is unknown; choose from {sorted(strategies)}")
     if name == "replay" and replay_sequences < 1:
         raise ValueError(f"continual.replay_sequences={replay_sequences} must be >= 1 for replay")
-    return strategies[name]
+    if name == "retention" and candidates < 2:
+        raise ValueError(
+            f"continual.candidates={candidates} must be >= 2 for retention (it selects among them)"
+        )
+    return strategies[name]()
