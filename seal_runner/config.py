@@ -136,6 +136,9 @@ class RestemConfig:
     rounds: int = 2
     samples_per_context: int = 5
     inner_seeds: int = 3
+    # inner: the paper's reward (inner update + graded QA); proxy: no update, the self-edit's gain in
+    # gold-answer log-likelihood as context (seal_runner/domains/knowledge/proxy.py)
+    reward: str = "inner"
     selection: str = "best_of_k"  # best_of_k | positive_gain | threshold
     threshold: float = 0.0
     contexts_per_round: int = 50

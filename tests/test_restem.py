@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 
 
-def run_restem(model_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
+def run_restem(model_dir: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [
         SEAL_RUN,
+        *extra,
         "stage=restem",
         f"model.name_or_path={model_dir}",
         "engine=hf",
@@ -37,6 +38,7 @@ def run_restem(model_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
         "sft.epochs=1",
         "sft.lr=1e-2",
         f"hydra.run.dir={run_dir}",
+        f"hydra.sweep.dir={run_dir}",
     ]
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
@@ -77,3 +79,23 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     before = {p: p.read_bytes() for p in files}
     run_restem(tiny_model_dir, run_dir)  # rerun: nothing new sampled, trained or graded
     assert {p: p.read_bytes() for p in files} == before
+
+
+def test_proxy_vs_true_sweep_scores_the_same_self_edits_and_writes_the_table(tiny_model_dir, tmp_path):
+    """The preset's two jobs sample identical round-0 self-edits; the proxy job trains no inner
+    adapter for its rewards, and the callback joins both into comparison.md."""
+    sweep = tmp_path / "sweep"
+    proc = run_restem(
+        tiny_model_dir, sweep, "-m", "experiment=reward/proxy_vs_true", "engine=hf", "engine@qa_engine=hf"
+    )
+    jobs = {json.loads((d / "summary.json").read_text())["reward"]: d for d in (sweep / "0", sweep / "1")}
+    assert set(jobs) == {"inner", "proxy"}
+    inner, proxy = (json.loads((jobs[k] / "round_0/rewards.json").read_text()) for k in ("inner", "proxy"))
+    assert [c["completion"] for c in inner] == [c["completion"] for c in proxy]
+    assert not (jobs["proxy"] / "round_0/updates.jsonl").exists()  # no inner update behind a proxy reward
+    assert all(c["baseline"] == 0.0 and c["reward"] == c["reward"] for c in proxy)  # finite gains
+    assert len(json.loads((jobs["proxy"] / "round_0/sft.json").read_text())) == 2  # best-of-k per context
+    table = (sweep / "comparison.md").read_text()
+    assert "| inner |" in table and "| proxy |" in table
+    assert "rank agreement on 4 shared round-0 candidates (0 differ)" in table
+    assert "comparison.md" in proc.stdout

@@ -12,6 +12,7 @@ eval/round_<r>/ in the run dir and is skipped on a rerun once on disk.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -76,9 +77,12 @@ def evaluate_policy(
 
 def rewards_for_round(
     ctx: RunContext, engines: Engines, policy_path: str, contexts: list[Article], out: Path
-) -> list[dict]:
-    """One candidate per (context, sample): reward = mean adapted accuracy over the inner seeds."""
+) -> tuple[list[dict], float]:
+    """One candidate per (context, sample) scored by `restem.reward`, and the seconds the scoring
+    took (sampling excluded): the cost the proxy reward exists to cut."""
     cfg, r = ctx.cfg, ctx.cfg.restem
+    if r.reward not in REWARDS:
+        raise ValueError(f"restem.reward={r.reward!r} is unknown; choose from {sorted(REWARDS)}")
     edits = sample_selfedits(
         cfg,
         engines.sampler,
@@ -88,6 +92,29 @@ def rewards_for_round(
         out / "self_edits.jsonl",
         ("round", out.name),
     )
+    started = time.perf_counter()
+    candidates = REWARDS[r.reward](ctx, engines, policy_path, contexts, edits, out)
+    write_json(out / "rewards.json", candidates)
+    return candidates, time.perf_counter() - started
+
+
+def _candidate(article: Article, sample: int, edit: dict, **scores) -> dict:
+    return {
+        "context": article.index,
+        "sample": sample,
+        "title": article.title,
+        "prompt": edit["prompt"],
+        "completion": edit["text"],
+        **scores,
+        "num_tokens": edit["num_tokens"],
+    }
+
+
+def inner_rewards(
+    ctx: RunContext, engines: Engines, policy_path: str, contexts: list[Article], edits: dict, out: Path
+) -> list[dict]:
+    """The paper's reward: mean adapted accuracy over `restem.inner_seeds` inner updates."""
+    cfg, r = ctx.cfg, ctx.cfg.restem
     jobs = [
         (
             a,
@@ -122,23 +149,60 @@ def rewards_for_round(
         for s in range(r.samples_per_context):
             runs = [accuracy.get((_candidate_key(a, s, i), a.index)) for i in range(r.inner_seeds)]
             scored = [v for v in runs if v is not None]  # failed updates score nothing, and are counted
-            edit = edits[(a.index, s)]
             candidates.append(
-                {
-                    "context": a.index,
-                    "sample": s,
-                    "title": a.title,
-                    "prompt": edit["prompt"],
-                    "completion": edit["text"],
-                    "reward": sum(scored) / len(scored) if scored else 0.0,
-                    "inner_runs": runs,
-                    "failed_inner_runs": len(runs) - len(scored),
-                    "baseline": accuracy.get(("baseline", a.index), 0.0),
-                    "num_tokens": edit["num_tokens"],
-                }
+                _candidate(
+                    a,
+                    s,
+                    edits[(a.index, s)],
+                    reward=sum(scored) / len(scored) if scored else 0.0,
+                    inner_runs=runs,
+                    failed_inner_runs=len(runs) - len(scored),
+                    baseline=accuracy.get(("baseline", a.index), 0.0),
+                )
             )
-    write_json(out / "rewards.json", candidates)
     return candidates
+
+
+def proxy_rewards_for(
+    ctx: RunContext, engines: Engines, policy_path: str, contexts: list[Article], edits: dict, out: Path
+) -> list[dict]:
+    """No inner update: reward = the self-edit's gain in mean gold-answer log-probability per token
+    when it precedes the question (proxy_gain), under the policy. The gain is already relative to
+    the context without a self-edit, so the baseline is 0 and `positive_gain` keeps self-edits that
+    make the answers likelier. Stored in rewards.json, so a rerun does not rescore."""
+    from seal_runner.domains.knowledge.proxy import AnswerLikelihood, proxy_rewards
+    from seal_runner.models import load_causal_lm, release_memory
+
+    done = out / "rewards.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = ctx.cfg
+    scorer = AnswerLikelihood(
+        load_causal_lm(policy_path, dtype=cfg.model.dtype, device=cfg.device), ctx.tokenizer
+    )
+    candidates = [
+        _candidate(a, s, edits[(a.index, s)], reward=None)
+        for a in contexts
+        for s in range(cfg.restem.samples_per_context)
+    ]
+    records = proxy_rewards(
+        scorer, ctx.formatter, candidates, {a.index: a for a in contexts}, cfg.domain.topic_prefix
+    )
+    del scorer
+    release_memory()
+    for c, scored in zip(candidates, records, strict=True):
+        c |= {
+            "reward": scored["proxy_gain"],
+            "proxy": scored["proxy"],
+            "baseline": 0.0,
+            "inner_runs": [],
+            "failed_inner_runs": 0,
+            "reward_seconds": scored["seconds"],
+        }
+    return candidates
+
+
+REWARDS = {"inner": inner_rewards, "proxy": proxy_rewards_for}
 
 
 def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
@@ -159,11 +223,11 @@ def run(cfg: DictConfig) -> dict:
         round_start = time.perf_counter()
         engines = ctx.engines_for(policy)
         evaluation = evaluate_policy(ctx, engines, policy, heldout, ctx.run_dir / "eval" / f"round_{r}")
-        record = {"round": r, "policy": policy, "heldout": evaluation}
+        record = {"round": r, "policy": policy, "reward": cfg.restem.reward, "heldout": evaluation}
         if r < cfg.restem.rounds:
             out = ctx.run_dir / f"round_{r}"
             contexts = pool[r * cfg.restem.contexts_per_round : (r + 1) * cfg.restem.contexts_per_round]
-            candidates = rewards_for_round(ctx, engines, policy, contexts, out)
+            candidates, reward_seconds = rewards_for_round(ctx, engines, policy, contexts, out)
             engines.close()
             chosen = select(candidates, cfg.restem.selection, cfg.restem.threshold)
             write_json(out / "sft.json", chosen)
@@ -182,6 +246,7 @@ def run(cfg: DictConfig) -> dict:
                 ],
             )
             record |= {
+                "reward_seconds": reward_seconds,
                 "rewards": reward_stats(candidates),
                 "chosen": len(chosen),
                 "inner_failures": sum(c["failed_inner_runs"] for c in candidates),
@@ -213,6 +278,8 @@ def run(cfg: DictConfig) -> dict:
     summary = {
         "experiment": cfg.experiment_name,
         "stage": "restem",
+        "reward": cfg.restem.reward,
+        "run_dir": str(ctx.run_dir),
         "model": cfg.model.name_or_path,
         "seed": cfg.seed,
         "heldout_articles": len(heldout),
@@ -254,10 +321,12 @@ def format_table(summary: dict) -> str:
     for r in summary["rounds"]:
         h = r["heldout"]
         reward = r.get("rewards", {}).get("mean_reward")
+        shown = (
+            "" if reward is None else f"{100 * reward:.1f}%" if r["reward"] == "inner" else f"{reward:+.3f}"
+        )
         lines.append(
             f"{r['round']:<6} {100 * h['base']['macro_accuracy']:>9.1f}% "
-            f"{100 * h['selfedit']['macro_accuracy']:>9.1f}% "
-            f"{'' if reward is None else f'{100 * reward:.1f}%':>12} {r.get('chosen', ''):>7}"
+            f"{100 * h['selfedit']['macro_accuracy']:>9.1f}% {shown:>12} {r.get('chosen', ''):>7}"
         )
     lines.append(f"total {summary['total_s']:.0f} s; final policy {summary['final_policy']}")
     return "\n".join(lines)

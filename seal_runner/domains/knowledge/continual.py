@@ -108,6 +108,9 @@ def compare_table(summaries: Sequence[dict]) -> str:
         "A reduction only counts at equal newest-passage accuracy (diagonal mean): a strategy that learns "
         "less also has less to forget.",
     ]
+    heatmaps = [f"{name}: {s['heatmap']}" for name, s in by_name.items() if s.get("heatmap")]
+    if heatmaps:
+        lines += ["", "heatmaps: " + ", ".join(heatmaps)]
     for name, s in by_name.items():
         m = s["matrix"]
         lines += [

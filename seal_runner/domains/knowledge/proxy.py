@@ -15,10 +15,12 @@ proxy_gain  = proxy - the same without the self-edit (removes the context's diff
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
 
 import torch
 
@@ -221,3 +223,72 @@ def inner_cost_per_candidate(updates: Sequence[dict]) -> dict[tuple[int, int], d
         cost["seconds"] += u.get("seconds") or 0.0
         cost["train_tokens"] += u.get("train_tokens") or 0
     return out
+
+
+def compare_rewards(summaries: Sequence[dict]) -> str:
+    """Markdown comparing ReSTEM runs that differ only in `restem.reward` (stage=restem summaries):
+    what scoring a round cost, the held-out accuracy each round's policy reached, and, for a proxy
+    and an inner run of the same seed, the proxy's rank agreement with the true reward on round 0's
+    candidates (identical self-edits, since both sample from the same starting policy and seeds;
+    pairs whose texts differ are counted and left out)."""
+    by_reward = {s["reward"]: s for s in sorted(summaries, key=lambda s: s["reward"] != "inner")}
+    if len(by_reward) != len(summaries):
+        raise ValueError(f"two runs share a reward: {[s['reward'] for s in summaries]}")
+    inner = by_reward.get("inner")
+    lines = [
+        "| reward | scoring s (round 0) | s per candidate | speed-up | held-out self-edit accuracy by round "
+        "(macro ± SE) | chosen per round | total s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in by_reward.items():
+        trained = [r for r in s["rounds"] if "reward_seconds" in r]
+        first = trained[0] if trained else {}
+        seconds, count = first.get("reward_seconds"), first.get("rewards", {}).get("count")
+        speedup = (
+            f"{inner['rounds'][0]['reward_seconds'] / seconds:.1f}x"
+            if inner and seconds and "reward_seconds" in inner["rounds"][0]
+            else "–"
+        )
+        heldout = " -> ".join(
+            f"{100 * r['heldout']['selfedit']['macro_accuracy']:.1f} ± {100 * r['heldout']['selfedit']['se']:.1f}"
+            for r in s["rounds"]
+        )
+        lines.append(
+            f"| {name} | {'–' if seconds is None else f'{seconds:.1f}'} "
+            f"| {'–' if not seconds or not count else f'{seconds / count:.2f}'} | {speedup} | {heldout} "
+            f"| {' / '.join(str(r.get('chosen', '–')) for r in trained)} | {s['total_s']:.0f} |"
+        )
+    proxy = by_reward.get("proxy")
+    if inner and proxy:
+        lines += ["", _agreement_line(Path(inner["run_dir"]), Path(proxy["run_dir"]))]
+    lines += [
+        "",
+        "scoring s = seconds to score round 0's candidates (inner: inner updates + graded QA; proxy: "
+        "forward passes), sampling excluded; round r's accuracy is the round-r policy's own self-edit "
+        "applied to the held-out passages.",
+    ]
+    return "\n".join(lines)
+
+
+def _agreement_line(inner_dir: Path, proxy_dir: Path) -> str:
+    true = {
+        (c["context"], c["sample"]): c
+        for c in json.loads((inner_dir / "round_0" / "rewards.json").read_text())
+    }
+    joined, differ = [], 0
+    for c in json.loads((proxy_dir / "round_0" / "rewards.json").read_text()):
+        twin = true.get((c["context"], c["sample"]))
+        if twin is None or twin["completion"] != c["completion"]:
+            differ += 1
+            continue
+        joined.append({"context": c["context"], "reward": twin["reward"], "proxy_gain": c["reward"]})
+    if not joined:
+        return f"rank agreement: no round-0 candidate shared by both runs ({differ} differ)"
+    a = rank_agreement(joined, "proxy_gain")
+    return (
+        f"rank agreement on {a['candidates']} shared round-0 candidates ({differ} differ): Spearman "
+        f"{a['spearman']:.3f}, Kendall tau-b {a['kendall_tau_b']:.3f}, within-context Spearman "
+        f"{a['within_context_spearman']:.3f} over {a['contexts_ranked']} contexts; the proxy's pick holds "
+        f"a best true reward in {a['pick_is_best']:.0%} of {a['contexts']} contexts (true reward of its "
+        f"pick {a['reward_of_pick']:.3f} vs best {a['reward_of_best']:.3f} vs random {a['reward_of_random']:.3f})"
+    )
