@@ -192,6 +192,7 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     gradient_checkpointing: bool = False  # trade compute for activation memory on large models
+    num_processes: int = 0  # data-parallel processes (accelerate launch); 0 = one per visible GPU
 
 
 @dataclass
@@ -208,6 +209,14 @@ class CPTConfig(SFTConfig):
     grad_accum: int = 2
     full_finetune: bool = False  # train every weight instead of a LoRA (set a much lower lr)
     samples_per_article: int = 5
+
+
+@dataclass
+class InnerConfig:
+    """Where inner updates run: [] = the run's device, in-process; [cuda:0, cuda:1] or [cuda:*] = one
+    worker process per device, each training every n-th group of adapters."""
+
+    devices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -324,6 +333,7 @@ class SealConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     restem: RestemConfig = MISSING
     lora: LoraConfig = MISSING
+    inner: InnerConfig = field(default_factory=InnerConfig)
     sft: SFTConfig = MISSING
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     cpt: CPTConfig = field(default_factory=CPTConfig)

@@ -53,7 +53,7 @@ class InnerUpdater:
 
     @property
     def group_size(self) -> int:
-        return self.cfg.adapters_per_batch if self.fast is not None else 1
+        return group_size(self.cfg)
 
     def run(
         self, jobs: list[InnerJob], adapter_root: Path
@@ -61,23 +61,28 @@ class InnerUpdater:
         """Yield (job, result, adapter dir or None when the update failed) as each group finishes,
         so the caller can record progress durably before the next group starts."""
         bar = tqdm(total=len(jobs), desc=f"inner updates ({self.cfg.mode})", unit="edit")
-        for start in range(0, len(jobs), self.group_size):
-            group = jobs[start : start + self.group_size]
-            if self.fast is not None:
-                results = self._train_fitting(group)
-                for slot, (job, result) in enumerate(zip(group, results, strict=True)):
-                    path = (
-                        None
-                        if result.failed
-                        else self.fast.save(slot, adapter_root / job.key, self.model_path)
-                    )
-                    yield job, result, path
-            else:
-                job = group[0]
-                result = self.reference.train_and_save(job, adapter_root / job.key)
-                yield job, result, None if result.failed else adapter_root / job.key
+        for group in groups_of(jobs, self.group_size):
+            yield from self.train_group(group, adapter_root)
             bar.update(len(group))
         bar.close()
+
+    def train_group(
+        self, group: list[InnerJob], adapter_root: Path
+    ) -> list[tuple[InnerJob, InnerResult, Path | None]]:
+        """Train at most `group_size` jobs together and save each successful adapter."""
+        if self.fast is None:
+            (job,) = group
+            result = self.reference.train_and_save(job, adapter_root / job.key)
+            return [(job, result, None if result.failed else adapter_root / job.key)]
+        results = self._train_fitting(group)
+        return [
+            (
+                job,
+                result,
+                None if result.failed else self.fast.save(slot, adapter_root / job.key, self.model_path),
+            )
+            for slot, (job, result) in enumerate(zip(group, results, strict=True))
+        ]
 
     def _train_fitting(self, group: list[InnerJob]) -> list[InnerResult]:
         """Train a group, halving the padded tokens per forward pass after each out-of-memory error.
@@ -105,6 +110,15 @@ class InnerUpdater:
                 )
 
 
+def group_size(lora_cfg) -> int:
+    """Jobs trained together: K adapter slots on the fast path, one job at a time for reference."""
+    return lora_cfg.adapters_per_batch if lora_cfg.mode == "fast" else 1
+
+
+def groups_of(jobs: list[InnerJob], size: int) -> list[list[InnerJob]]:
+    return [jobs[start : start + size] for start in range(0, len(jobs), size)]
+
+
 def train_and_record(
     cfg: DictConfig,
     model_path: str,
@@ -118,29 +132,71 @@ def train_and_record(
     """Train `jobs` on `model_path` and append one record per job to `path`; `describe` adds the
     domain's fields (after `key`). Returns the new records.
 
-    The records of jobs trained together (one fast-trainer group) are appended in one write, so a
-    kill never leaves half a group on disk: a resumed run retrains whole groups with the same
-    partners and so reproduces the uninterrupted run's numbers exactly."""
-    updater = InnerUpdater(cfg.lora, model_path, tokenizer, cfg.device, cfg.model.dtype)
-    records, group = [], []
-    for n, (job, result, adapter) in enumerate(updater.run(jobs, adapter_root), start=1):
-        record = {
-            "key": job.key,
-            **describe(job),
-            "steps": result.steps,
-            "train_tokens": result.train_tokens,
-            "seconds": result.seconds,
-            "first_loss": result.losses[0] if result.losses else None,
-            "final_loss": result.final_loss,
-            "failed": result.failed,
-            "adapter": str(adapter) if adapter else None,
-        }
-        group.append(record)
-        records.append(record)
-        tracker.log({"inner/final_loss": result.final_loss or float("nan"), "inner/seconds": result.seconds})
-        if n % updater.group_size == 0 or n == len(jobs):
-            append_jsonl(path, group)
-            group = []
-    del updater
+    Groups of jobs are fixed by position (`lora.adapters_per_batch` on the fast path) and each is
+    trained in this process, or by one worker per device when `inner.devices` lists several. A
+    group's records are appended in one write, so a kill never leaves half a group on disk: a
+    resumed run retrains whole groups with the same partners and so reproduces the uninterrupted
+    run's numbers exactly (workers finish groups in any order; records are found by key)."""
+    groups = groups_of(jobs, group_size(cfg.lora))
+    devices = worker_devices(cfg.inner.devices)
+    if len(devices) > 1:
+        from seal_runner.inner_pool import train_in_workers
+
+        trained = train_in_workers(cfg, model_path, groups, adapter_root, devices)
+    else:
+        trained = _train_here(cfg, model_path, tokenizer, groups, adapter_root, devices)
+    records = []
+    bar = tqdm(
+        total=len(jobs), desc=f"inner updates ({cfg.lora.mode}, {len(devices) or 1} device(s))", unit="edit"
+    )
+    for group in trained:
+        new = [
+            {
+                "key": job.key,
+                **describe(job),
+                "steps": result.steps,
+                "train_tokens": result.train_tokens,
+                "seconds": result.seconds,
+                "first_loss": result.losses[0] if result.losses else None,
+                "final_loss": result.final_loss,
+                "failed": result.failed,
+                "adapter": str(adapter) if adapter else None,
+            }
+            for job, result, adapter in group
+        ]
+        append_jsonl(path, new)
+        records += new
+        for record in new:
+            tracker.log(
+                {"inner/final_loss": record["final_loss"] or float("nan"), "inner/seconds": record["seconds"]}
+            )
+        bar.update(len(group))
+    bar.close()
     release_memory()  # the base model + K adapter slots; the QA engine comes next
     return records
+
+
+def worker_devices(devices) -> list[str]:
+    """`inner.devices`: empty = the run's own device, in this process; a list = one worker process
+    per entry (`cuda:*` = every visible GPU). Several workers on one CPU split its cores."""
+    out: list[str] = []
+    for device in devices or []:
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())] if device == "cuda:*" else [device]
+    if devices and not out:
+        raise ValueError(f"inner.devices={list(devices)} names no device (no GPU visible for cuda:*)")
+    return out
+
+
+def _train_here(
+    cfg: DictConfig,
+    model_path: str,
+    tokenizer,
+    groups: list[list[InnerJob]],
+    adapter_root: Path,
+    devices: list[str],
+) -> Iterator[list[tuple[InnerJob, InnerResult, Path | None]]]:
+    updater = InnerUpdater(
+        cfg.lora, model_path, tokenizer, devices[0] if devices else cfg.device, cfg.model.dtype
+    )
+    for group in groups:
+        yield updater.train_group(group, adapter_root)

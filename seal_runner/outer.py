@@ -101,10 +101,17 @@ def step_groups(num_examples: int, cfg: SFTConfig) -> list[list[list[int]]]:
     return steps
 
 
-def train_lora(peft_model, examples: list[Example], cfg: SFTConfig, pad_id: int) -> dict:
+def train_lora(
+    peft_model, examples: list[Example], cfg: SFTConfig, pad_id: int, rank: int = 0, world: int = 1
+) -> dict:
     """AdamW + linear decay over the examples; returns per-step losses (mean of micro-batch losses)
     and pre-clip gradient norms. Each micro-batch's loss is its mean over labelled tokens, weighted
-    1/len(step) in the accumulated gradient. A non-finite loss raises before that step's update."""
+    1/len(step) in the accumulated gradient. A non-finite loss raises before that step's update.
+
+    With `world` > 1 processes (torch.distributed initialised), process `rank` runs micro-batches
+    rank, rank+world, ... of every step and the gradients are summed across processes before the
+    update: the same sum the single process accumulates, so every process takes the same step and
+    the result equals single-process training up to float summation order."""
     device = next(peft_model.parameters()).device
     steps = step_groups(len(examples), cfg)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -116,22 +123,25 @@ def train_lora(peft_model, examples: list[Example], cfg: SFTConfig, pad_id: int)
     peft_model.train()
     for step, group in enumerate(steps):
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for micro in group:
+        step_loss, step_tokens = 0.0, 0
+        for micro in group[rank::world]:
             input_ids, attention, _ = pad_batch([examples[i][0] for i in micro], pad_id)
             labels, _, _ = pad_batch([examples[i][1] for i in micro], IGNORE_INDEX)
             logits = peft_model(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
             ).logits
             loss, count = completion_loss(logits, labels.to(device))
-            if not torch.isfinite(loss):
-                raise RuntimeError(
-                    f"non-finite SFT loss ({loss.item()}) at optimizer step {step + 1}/{len(steps)}; "
-                    "lower sft lr or check the pairs"
-                )
             (loss / len(group)).backward()
             step_loss += loss.item() / len(group)
-            tokens += count
+            step_tokens += count
+        if world > 1:
+            step_loss, step_tokens = sum_across_processes(params, step_loss, step_tokens)
+        if not math.isfinite(step_loss):
+            raise RuntimeError(
+                f"non-finite SFT loss ({step_loss}) at optimizer step {step + 1}/{len(steps)}; "
+                "lower sft lr or check the pairs"
+            )
+        tokens += step_tokens
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
         optimizer.step()
         scheduler.step()
@@ -139,6 +149,20 @@ def train_lora(peft_model, examples: list[Example], cfg: SFTConfig, pad_id: int)
     optimizer.zero_grad(set_to_none=True)
     peft_model.eval()
     return {"steps": len(steps), "losses": losses, "grad_norms": grad_norms, "label_tokens": tokens}
+
+
+def sum_across_processes(params: list[torch.Tensor], loss: float, tokens: int) -> tuple[float, int]:
+    """Sum the step's gradients, loss and token count over all processes (a process without a
+    micro-batch in this step contributes zeros)."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+    totals = torch.tensor([loss, float(tokens)], dtype=torch.float64, device=params[0].device)
+    dist.all_reduce(totals)
+    return totals[0].item(), int(totals[1].item())
 
 
 def pairs_digest(pairs: list[tuple[str, str]]) -> str:
@@ -197,9 +221,10 @@ def train_sft(
 
     Returns stats: examples, dropped, steps, losses (per optimizer step), final_loss, grad_norms,
     label_tokens (labelled positions over all epochs), seconds (load + train + merge + save),
-    config, pairs_sha256, resumed. A finished `out_dir` (marker present) is not retrained: its stored
-    stats come back with `resumed: True` (a warning is logged if the pairs differ from the stored
-    run's). One writer per `out_dir` is assumed.
+    config, pairs_sha256, processes, resumed. A finished `out_dir` (marker present) is not
+    retrained: its stored stats come back with `resumed: True` (a warning is logged if the pairs
+    differ from the stored run's). One writer per `out_dir` is assumed. With several processes
+    (`sft.num_processes`) training runs under `accelerate launch`, one process per GPU.
     """
     out_dir = Path(out_dir)
     digest = pairs_digest(pairs)
@@ -215,7 +240,33 @@ def train_sft(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.sft-tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a run killed mid-save
+    processes = sft_processes(cfg.num_processes)
+    if processes > 1:
+        from seal_runner.sft_launch import launch
 
+        return launch(model_path, pairs, out_dir, cfg, dtype, processes)
+    return fit_sft(model_path, pairs, out_dir, cfg, device, dtype)
+
+
+def sft_processes(requested: int) -> int:
+    """`sft.num_processes`: 0 = one per visible GPU (1 without a GPU), else as given."""
+    if requested < 0:
+        raise ValueError(f"sft.num_processes={requested} must be >= 0 (0 = one per visible GPU)")
+    return requested or max(1, torch.cuda.device_count())
+
+
+def fit_sft(
+    model_path: str,
+    pairs: list[tuple[str, str]],
+    out_dir: Path,
+    cfg: SFTConfig,
+    device: str,
+    dtype: str,
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
+    """The training itself, in this process: alone, or as process `rank` of `world` (only rank 0
+    writes the merged checkpoint)."""
     start = time.perf_counter()
     tokenizer = load_tokenizer(model_path)
     examples, dropped = encode_pairs(tokenizer, pairs, cfg.max_length)
@@ -224,7 +275,7 @@ def train_sft(
             f"all {len(pairs)} pairs were dropped: every prompt fills max_length={cfg.max_length}"
         )
     peft_model = wrap_lora(load_causal_lm(model_path, dtype=dtype, device=device), cfg)
-    trained = train_lora(peft_model, examples, cfg, tokenizer.pad_token_id)
+    trained = train_lora(peft_model, examples, cfg, tokenizer.pad_token_id, rank, world)
     stats = {
         "model_path": str(model_path),
         "examples": len(examples),
@@ -232,10 +283,12 @@ def train_sft(
         **trained,
         "final_loss": trained["losses"][-1],
         "config": {**asdict(cfg), "target_modules": list(cfg.target_modules)},
-        "pairs_sha256": digest,
+        "pairs_sha256": pairs_digest(pairs),
+        "processes": world,
         "resumed": False,
     }
-    merge_and_save(peft_model, tokenizer, out_dir, stats, started=start)  # sets stats["seconds"]
+    if rank == 0:
+        merge_and_save(peft_model, tokenizer, Path(out_dir), stats, started=start)  # sets stats["seconds"]
     del peft_model
     release_memory()  # the next round's engines load the new policy in this process
     return stats

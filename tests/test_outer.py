@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from seal_runner import outer
 from seal_runner.lora.batching import IGNORE_INDEX, pad_batch
@@ -211,3 +212,21 @@ def test_gradient_checkpointing_same_trajectory(tiny_model_dir, tokenizer, pairs
         assert peft_model.get_base_model().is_gradient_checkpointing is checkpointing
         runs.append(train_lora(peft_model, examples, cfg, tokenizer.pad_token_id)["losses"])
     assert runs[0] == pytest.approx(runs[1], abs=1e-5)
+
+
+def test_two_processes_under_accelerate_launch_match_one(tiny_model_dir, pairs, tmp_path):
+    """sft.num_processes=2 runs `accelerate launch` (gloo on CPU): each process takes half of every
+    step's micro-batches and the summed gradients give the single process's update."""
+    from dataclasses import replace
+
+    cfg = replace(FAST, epochs=2, batch_size=1, grad_accum=2)  # 2 micro-batches per step: one each
+    one = train_sft(str(tiny_model_dir), pairs, tmp_path / "one", replace(cfg, num_processes=1))
+    two = train_sft(str(tiny_model_dir), pairs, tmp_path / "two", replace(cfg, num_processes=2))
+    assert (one["processes"], two["processes"]) == (1, 2) and one["steps"] == two["steps"]
+    assert two["label_tokens"] == one["label_tokens"]
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
+    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert not list(tmp_path.glob(".two.sft-job-*"))  # the job file is removed
+    assert train_sft(str(tiny_model_dir), pairs, tmp_path / "two", replace(cfg, num_processes=2))["resumed"]
