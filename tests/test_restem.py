@@ -99,3 +99,8 @@ def test_proxy_vs_true_sweep_scores_the_same_self_edits_and_writes_the_table(tin
     assert "| inner |" in table and "| proxy |" in table
     assert "rank agreement on 4 shared round-0 candidates (0 differ)" in table
     assert "comparison.md" in proc.stdout
+    script = Path(__file__).parents[1] / "scripts" / "sweep_table.py"
+    by_hand = subprocess.run(
+        [sys.executable, str(script), "reward", str(sweep)], capture_output=True, text=True, check=True
+    )
+    assert by_hand.stdout == table  # the script renders what the callback wrote
