@@ -35,6 +35,16 @@ def collect_summaries(roots: Iterable[Path], stage: str) -> tuple[list[dict], li
     return summaries, incomplete
 
 
+def by_choice(summaries: Iterable[dict], key: str, baseline: str) -> dict[str, dict]:
+    """A sweep's summaries keyed by the swept choice (`summary[key]`), the baseline first; two jobs
+    with the same choice make the comparison ambiguous and raise."""
+    summaries = list(summaries)
+    out = {s[key]: s for s in sorted(summaries, key=lambda s: s[key] != baseline)}
+    if len(out) != len(summaries):
+        raise ValueError(f"two runs share a {key}: {[s[key] for s in summaries]}")
+    return out
+
+
 def comparison_text(roots: Iterable[Path], stage: str, render: Callable[[list[dict]], str]) -> str:
     roots = list(roots)
     summaries, incomplete = collect_summaries(roots, stage)

@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from seal_runner.sweeps import by_choice
+
 
 def empty_matrix(length: int) -> list[list[float]]:
     return [[math.nan] * length for _ in range(length + 1)]
@@ -83,9 +85,7 @@ def compare_table(summaries: Sequence[dict]) -> str:
     """Markdown comparing `continual.strategy` runs (stage=continual summary.json dicts): the
     issue's headline numbers per strategy, forgetting relative to `merge` (the paper's protocol),
     what the inner updates cost, and each strategy's mean matrix beneath."""
-    by_name = {s["strategy"]: s for s in sorted(summaries, key=lambda s: s["strategy"] != "merge")}
-    if len(by_name) != len(summaries):
-        raise ValueError(f"two runs share a strategy: {[s['strategy'] for s in summaries]}")
+    by_name = by_choice(summaries, "strategy", baseline="merge")
     baseline = by_name.get("merge")
     lines = [
         "| strategy | mean seen (last step) | passage 1: after its update -> last step | newest (last step) "

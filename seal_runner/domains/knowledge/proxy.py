@@ -26,6 +26,7 @@ import torch
 
 from seal_runner.domains.knowledge.data import Article
 from seal_runner.prompts import qa_prompt
+from seal_runner.sweeps import by_choice
 
 
 def answer_pairs(
@@ -231,9 +232,7 @@ def compare_rewards(summaries: Sequence[dict]) -> str:
     and an inner run of the same seed, the proxy's rank agreement with the true reward on round 0's
     candidates (identical self-edits, since both sample from the same starting policy and seeds;
     pairs whose texts differ are counted and left out)."""
-    by_reward = {s["reward"]: s for s in sorted(summaries, key=lambda s: s["reward"] != "inner")}
-    if len(by_reward) != len(summaries):
-        raise ValueError(f"two runs share a reward: {[s['reward'] for s in summaries]}")
+    by_reward = by_choice(summaries, "reward", baseline="inner")
     inner = by_reward.get("inner")
     lines = [
         "| reward | scoring s (round 0) | s per candidate | speed-up | held-out self-edit accuracy by round "
