@@ -215,7 +215,7 @@ EXPECTED_RECORDS = {
     "eval/round_1/updates.jsonl": HELDOUT,
     "round_0/updates.jsonl": CONTEXTS * SAMPLES,
 }
-TIMING_KEYS = {"seconds", "total_s", "resumed"}
+TIMING_KEYS = {"seconds", "reward_seconds", "total_s", "resumed"}
 
 
 def normalise(value, run_dir: Path):

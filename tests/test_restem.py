@@ -88,8 +88,10 @@ def test_proxy_vs_true_sweep_scores_the_same_self_edits_and_writes_the_table(tin
     proc = run_restem(
         tiny_model_dir, sweep, "-m", "experiment=reward/proxy_vs_true", "engine=hf", "engine@qa_engine=hf"
     )
-    jobs = {json.loads((d / "summary.json").read_text())["reward"]: d for d in (sweep / "0", sweep / "1")}
+    summaries = {d: json.loads((d / "summary.json").read_text()) for d in (sweep / "0", sweep / "1")}
+    jobs = {s["reward"]: d for d, s in summaries.items()}
     assert set(jobs) == {"inner", "proxy"}
+    assert all(s["rounds"][0]["reward_seconds"] > 0 for s in summaries.values())
     inner, proxy = (json.loads((jobs[k] / "round_0/rewards.json").read_text()) for k in ("inner", "proxy"))
     assert [c["completion"] for c in inner] == [c["completion"] for c in proxy]
     assert not (jobs["proxy"] / "round_0/updates.jsonl").exists()  # no inner update behind a proxy reward
@@ -104,3 +106,12 @@ def test_proxy_vs_true_sweep_scores_the_same_self_edits_and_writes_the_table(tin
         [sys.executable, str(script), "reward", str(sweep)], capture_output=True, text=True, check=True
     )
     assert by_hand.stdout == table  # the script renders what the callback wrote
+    run_restem(
+        tiny_model_dir, sweep, "-m", "experiment=reward/proxy_vs_true", "engine=hf", "engine@qa_engine=hf"
+    )
+    assert scoring_columns((sweep / "comparison.md").read_text()) == scoring_columns(table)  # first cost kept
+
+
+def scoring_columns(table: str) -> list[list[str]]:
+    """Each row's reward, scoring seconds, per candidate, speed-up and accuracies (not its wall time)."""
+    return [line.split("|")[1:6] for line in table.splitlines() if line.startswith(("| inner", "| proxy"))]

@@ -79,7 +79,9 @@ def rewards_for_round(
     ctx: RunContext, engines: Engines, policy_path: str, contexts: list[Article], out: Path
 ) -> tuple[list[dict], float]:
     """One candidate per (context, sample) scored by `restem.reward`, and the seconds the scoring
-    took (sampling excluded): the cost the proxy reward exists to cut."""
+    took (sampling excluded): the cost the proxy reward exists to cut. The seconds are summed over
+    every attempt at the round (reward_seconds.json), so a resumed run reports what the scoring
+    cost in total, not the moments its rerun spent reading finished records."""
     cfg, r = ctx.cfg, ctx.cfg.restem
     if r.reward not in REWARDS:
         raise ValueError(f"restem.reward={r.reward!r} is unknown; choose from {sorted(REWARDS)}")
@@ -92,10 +94,18 @@ def rewards_for_round(
         out / "self_edits.jsonl",
         ("round", out.name),
     )
+    clock, done = out / "reward_seconds.json", out / "rewards.json"
+    spent = json.loads(clock.read_text())["seconds"] if clock.is_file() else 0.0
+    if done.is_file():  # scored in full by an earlier attempt
+        return json.loads(done.read_text()), spent
     started = time.perf_counter()
-    candidates = REWARDS[r.reward](ctx, engines, policy_path, contexts, edits, out)
-    write_json(out / "rewards.json", candidates)
-    return candidates, time.perf_counter() - started
+    try:
+        candidates = REWARDS[r.reward](ctx, engines, policy_path, contexts, edits, out)
+        write_json(done, candidates)
+    finally:  # a failed attempt's work is on disk and counts (a SIGKILLed one's time is lost)
+        spent += time.perf_counter() - started
+        write_json(clock, {"seconds": spent})
+    return candidates, spent
 
 
 def _candidate(article: Article, sample: int, edit: dict, **scores) -> dict:
@@ -169,13 +179,10 @@ def proxy_rewards_for(
     """No inner update: reward = the self-edit's gain in mean gold-answer log-probability per token
     when it precedes the question (proxy_gain), under the policy. The gain is already relative to
     the context without a self-edit, so the baseline is 0 and `positive_gain` keeps self-edits that
-    make the answers likelier. Stored in rewards.json, so a rerun does not rescore."""
+    make the answers likelier."""
     from seal_runner.domains.knowledge.proxy import AnswerLikelihood, proxy_rewards
     from seal_runner.models import load_causal_lm, release_memory
 
-    done = out / "rewards.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     cfg = ctx.cfg
     scorer = AnswerLikelihood(
         load_causal_lm(policy_path, dtype=cfg.model.dtype, device=cfg.device), ctx.tokenizer
