@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from seal_runner.errors import InputError
 from seal_runner.lora.multi_lora import MultiLoraModel
 from seal_runner.lora.trainer import FastInnerTrainer, InnerJob, InnerResult, ReferenceInnerTrainer
 from seal_runner.models import load_causal_lm, release_memory
@@ -29,7 +30,7 @@ class InnerUpdater:
         self, lora_cfg, model_path: str, tokenizer, device: str = "auto", dtype: str = "auto"
     ) -> None:
         if lora_cfg.mode not in ("fast", "reference"):
-            raise ValueError(f"lora.mode must be 'fast' or 'reference', got {lora_cfg.mode!r}")
+            raise InputError(f"lora.mode must be 'fast' or 'reference', got {lora_cfg.mode!r}")
         # A private copy: an out-of-memory retry lowers max_tokens_per_forward for this updater only.
         lora_cfg = (
             OmegaConf.create(OmegaConf.to_container(lora_cfg, resolve=True))
@@ -183,7 +184,7 @@ def worker_devices(devices) -> list[str]:
     for device in devices or []:
         out += [f"cuda:{i}" for i in range(torch.cuda.device_count())] if device == "cuda:*" else [device]
     if devices and not out:
-        raise ValueError(f"inner.devices={list(devices)} names no device (no GPU visible for cuda:*)")
+        raise InputError(f"inner.devices={list(devices)} names no device (no GPU visible for cuda:*)")
     return out
 
 

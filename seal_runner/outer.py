@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from seal_runner.config import SFTConfig
+from seal_runner.errors import InputError
 from seal_runner.lora.batching import IGNORE_INDEX, epoch_schedule, pad_batch, tokenize_sequences
 from seal_runner.lora.optim import linear_schedule
 from seal_runner.models import load_causal_lm, load_tokenizer, release_memory
@@ -251,7 +252,7 @@ def train_sft(
 def sft_processes(requested: int) -> int:
     """`sft.num_processes`: 0 = one per visible GPU (1 without a GPU), else as given."""
     if requested < 0:
-        raise ValueError(f"sft.num_processes={requested} must be >= 0 (0 = one per visible GPU)")
+        raise InputError(f"sft.num_processes={requested} must be >= 0 (0 = one per visible GPU)")
     return requested or max(1, torch.cuda.device_count())
 
 

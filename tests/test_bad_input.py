@@ -418,3 +418,51 @@ def test_bad_data_file_on_the_command_line_has_no_traceback(tmp_path, tiny_model
     assert proc.returncode != 0
     assert f"{bad}: item 0: missing key 'context'" in out, out
     assert "Traceback" not in out, out
+
+
+CHOICES = {
+    "unknown reward": (
+        ["stage=restem", "restem.reward=oracle"],
+        ["restem.reward='oracle' is unknown", "inner"],
+    ),
+    "unknown strategy": (
+        ["stage=continual", "continual.strategy=ewc"],
+        ["continual.strategy='ewc'", "retention"],
+    ),
+    "retention without candidates": (
+        ["stage=continual", "continual.strategy=retention", "continual.candidates=1"],
+        ["continual.candidates=1 must be >= 2"],
+    ),
+    "negative SFT processes": (["sft.num_processes=-1"], ["sft.num_processes=-1 must be >= 0"]),
+    "unknown inner mode": (
+        ["stage=evaluate", "lora.mode=turbo", "conditions=[passage]"],
+        ["lora.mode must be"],
+    ),
+}
+if not torch.cuda.is_available():
+    CHOICES["GPU workers on a CPU machine"] = (
+        ["inner.devices=[cuda:*]"],
+        ["inner.devices=['cuda:*'] names no device"],
+    )
+
+
+@pytest.mark.parametrize(("args", "fragments"), CHOICES.values(), ids=CHOICES.keys())
+def test_impossible_choice_stops_before_any_work_without_a_traceback(
+    tmp_path, tiny_model_dir, args, fragments
+):
+    run_dir = tmp_path / "run"
+    proc = seal_run(
+        f"model.name_or_path={tiny_model_dir}",
+        "engine=hf",
+        "engine@qa_engine=hf",
+        "logger=none",
+        *args,
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for fragment in fragments:
+        assert fragment in out, out
+    assert "Traceback" not in out, out
+    assert not list(run_dir.rglob("*.jsonl"))  # nothing sampled, trained or graded

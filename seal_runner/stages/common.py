@@ -94,6 +94,7 @@ class RunContext:
 def setup_run(cfg: DictConfig) -> RunContext:
     import torch
 
+    check_devices(cfg)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     run_dir = Path(cfg.run_dir)
@@ -104,6 +105,15 @@ def setup_run(cfg: DictConfig) -> RunContext:
     return RunContext(
         cfg, run_dir, model_path, tokenizer, PromptFormatter(tokenizer, cfg.model.chat), Tracker(cfg, run_dir)
     )
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Fail before any work when `inner.devices` or `sft.num_processes` cannot be met here."""
+    from seal_runner.inner import worker_devices
+    from seal_runner.outer import sft_processes
+
+    worker_devices(cfg.inner.devices)
+    sft_processes(cfg.sft.num_processes)
 
 
 def versions() -> dict[str, str]:

@@ -23,6 +23,7 @@ from seal_runner.config import SFTConfig
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies, macro_accuracy
 from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
+from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
 from seal_runner.selection import reward_stats, select
@@ -83,8 +84,6 @@ def rewards_for_round(
     every attempt at the round (reward_seconds.json), so a resumed run reports what the scoring
     cost in total, not the moments its rerun spent reading finished records."""
     cfg, r = ctx.cfg, ctx.cfg.restem
-    if r.reward not in REWARDS:
-        raise ValueError(f"restem.reward={r.reward!r} is unknown; choose from {sorted(REWARDS)}")
     edits = sample_selfedits(
         cfg,
         engines.sampler,
@@ -219,6 +218,8 @@ def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
 
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
+    if cfg.restem.reward not in REWARDS:
+        raise InputError(f"restem.reward={cfg.restem.reward!r} is unknown; choose from {sorted(REWARDS)}")
     ctx = setup_run(cfg)
     d = cfg.domain
     heldout = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)

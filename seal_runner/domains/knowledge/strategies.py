@@ -29,6 +29,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from seal_runner.errors import InputError
+
 
 @dataclass(frozen=True)
 class Merge:
@@ -84,11 +86,11 @@ def build_strategy(
         "retention": lambda: Retention(candidates=candidates, retention_lambda=retention_lambda),
     }
     if name not in strategies:
-        raise ValueError(f"continual.strategy={name!r} is unknown; choose from {sorted(strategies)}")
+        raise InputError(f"continual.strategy={name!r} is unknown; choose from {sorted(strategies)}")
     if name == "replay" and replay_sequences < 1:
-        raise ValueError(f"continual.replay_sequences={replay_sequences} must be >= 1 for replay")
+        raise InputError(f"continual.replay_sequences={replay_sequences} must be >= 1 for replay")
     if name == "retention" and candidates < 2:
-        raise ValueError(
+        raise InputError(
             f"continual.candidates={candidates} must be >= 2 for retention (it selects among them)"
         )
     return strategies[name]()
