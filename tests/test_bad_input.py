@@ -402,22 +402,27 @@ def test_invalid_override_names_the_key_without_a_traceback(tmp_path, args, frag
     assert "Traceback" not in out, out
 
 
-def test_bad_data_file_on_the_command_line_has_no_traceback(tmp_path, tiny_model_dir) -> None:
-    bad = write_data(tmp_path / "bad.json", [{"title": "T", "questions": [QUESTION]}])
+def failed_tiny_run(tmp_path: Path, tiny_model_dir: Path, *args: str) -> str:
+    """The output of a tiny-model `seal-run` that must fail with a message, not a traceback."""
     proc = seal_run(
-        f"domain.data_path={bad}",
         f"model.name_or_path={tiny_model_dir}",
         "engine=hf",
         "engine@qa_engine=hf",
         "logger=none",
-        "stage=evaluate",
+        *args,
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert f"{bad}: item 0: missing key 'context'" in out, out
     assert "Traceback" not in out, out
+    return out
+
+
+def test_bad_data_file_on_the_command_line_has_no_traceback(tmp_path, tiny_model_dir) -> None:
+    bad = write_data(tmp_path / "bad.json", [{"title": "T", "questions": [QUESTION]}])
+    out = failed_tiny_run(tmp_path, tiny_model_dir, f"domain.data_path={bad}", "stage=evaluate")
+    assert f"{bad}: item 0: missing key 'context'" in out, out
 
 
 CHOICES = {
@@ -450,19 +455,7 @@ if not torch.cuda.is_available():
 def test_impossible_choice_stops_before_any_work_without_a_traceback(
     tmp_path, tiny_model_dir, args, fragments
 ):
-    run_dir = tmp_path / "run"
-    proc = seal_run(
-        f"model.name_or_path={tiny_model_dir}",
-        "engine=hf",
-        "engine@qa_engine=hf",
-        "logger=none",
-        *args,
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = failed_tiny_run(tmp_path, tiny_model_dir, *args)
     for fragment in fragments:
         assert fragment in out, out
-    assert "Traceback" not in out, out
-    assert not list(run_dir.rglob("*.jsonl"))  # nothing sampled, trained or graded
+    assert not list((tmp_path / "run").rglob("*.jsonl"))  # nothing sampled, trained or graded
