@@ -192,9 +192,9 @@ def choose_candidate(
     """Grade every trained candidate on the new passage and the earlier passages (the probe), score
     it with the strategy's reward and record the choice in choices.jsonl (once; a resume reads it).
     The probe's accuracy before the update is row t-1 of the matrix, already on disk."""
-    made = {c["step"]: c for c in read_jsonl(out / "choices.jsonl")}
-    if t in made:
-        return made[t]["chosen"]
+    made = recorded_choice(out, t)
+    if made is not None:
+        return made["chosen"]
     article, earlier = sequence[t - 1], sequence[: t - 1]
     trained = {key: adapter for key, adapter in adapters.items() if adapter is not None}
     units = [(key, a, adapter) for key, adapter in trained.items() for a in sequence[:t]]
@@ -225,10 +225,15 @@ def _mean_or_none(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def recorded_choice(out: Path, t: int) -> dict | None:
+    """Step t's line of choices.jsonl, written once by `choose_candidate`; None before that."""
+    return next((c for c in read_jsonl(out / "choices.jsonl") if c["step"] == t), None)
+
+
 def step_update_key(out: Path, t: int) -> str | None:
     """The inner update merged at step t: the recorded choice of a multi-candidate strategy."""
-    made = {c["step"]: c for c in read_jsonl(out / "choices.jsonl")}
-    return made[t]["chosen"] if t in made else f"step{t}"
+    made = recorded_choice(out, t)
+    return made["chosen"] if made is not None else f"step{t}"
 
 
 def inner_cost(paths: list[Path]) -> dict[str, float | int]:
