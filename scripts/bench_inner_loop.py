@@ -2,8 +2,10 @@
 
 Both paths train the same self-edits (fixed: read from a run's self_edits.jsonl, or built from each
 passage's sentences), same model, same epochs, rank, targets and learning rate, then both are scored
-by the same evaluator. The fast path uses `loss_normalization=reference`, so its step size per content
-token matches the reference's padded loss and accuracy is comparable.
+by the same evaluator. The fast path uses `loss_normalization=reference`, so its loss is scaled as
+the reference's padded loss. `--reference-masks-pads` instead masks the reference's pads, appends no
+EOS on either path and takes the mean over content tokens on both: the same update, so only the
+engineering (and the adapters' random init) differs between the two paths.
 
   reference: PEFT wrapper per edit, bs 1, rows padded to --reference-max-length with pads in the loss,
              one adapter evaluated per generate call
@@ -125,6 +127,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--targets", default="q_proj,v_proj")
     parser.add_argument("--reference-max-length", type=int, default=2048)
+    parser.add_argument(
+        "--reference-masks-pads",
+        action="store_true",
+        help="mask the reference's pads and use mean-over-tokens loss on both paths: isolates the "
+        "engineering (same update, less compute) from the padding defect",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--rule", default="contains")
@@ -145,10 +153,18 @@ def main() -> None:
         epochs=args.epochs,
         batch_size=1,
         max_length=args.reference_max_length,
-        loss_normalization="reference",
+        loss_normalization="tokens" if args.reference_masks_pads else "reference",
     )
-    reference = LoraConfig(mode="reference", append_eos=False, adapters_per_batch=1, **common)
-    fast = LoraConfig(mode="fast", append_eos=True, adapters_per_batch=args.k, **common)
+    reference = LoraConfig(
+        mode="reference",
+        append_eos=False,
+        label_pads=not args.reference_masks_pads,
+        adapters_per_batch=1,
+        **common,
+    )
+    fast = LoraConfig(
+        mode="fast", append_eos=not args.reference_masks_pads, adapters_per_batch=args.k, **common
+    )
     engine = HFEngine(path, max_loras=args.k, max_lora_rank=args.rank, device=args.device, dtype=args.dtype)
 
     print(

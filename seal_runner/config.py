@@ -167,6 +167,7 @@ class LoraConfig:
     lr_schedule: str = "linear"  # linear (knowledge: linear decay) | cosine (ARC: cosine after warmup)
     loss_normalization: str = "tokens"  # tokens (mean over content tokens) | reference (÷ batch × max_length)
     append_eos: bool = True
+    label_pads: bool = True  # reference mode: pads in the loss (the paper); false isolates that defect
     adapters_per_batch: int = 8  # K self-edits trained together over one shared base forward
     max_tokens_per_forward: int = 4096  # padded tokens per forward pass (rows length-bucketed)
 

@@ -164,3 +164,23 @@ def test_length_bucketing_is_exact(tiny):
     for one_pass, many_passes in zip(*states, strict=True):
         for name, value in one_pass.items():
             torch.testing.assert_close(many_passes[name], value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("label_pads", [True, False])
+def test_reference_first_loss_is_content_loss_only_when_pads_are_masked(tiny, tmp_path, label_pads):
+    """Before the first step both paths see the base model, so their losses differ only by the pads."""
+    from seal_runner.lora.trainer import ReferenceInnerTrainer
+
+    model, tokenizer = tiny
+    job = InnerJob("j", ["Varnholt Lighthouse\nIt was first lit in 1872 by the keeper's daughter."], seed=3)
+    common = dict(epochs=1, batch_size=1, append_eos=False, lr=1e-9)
+    fast = FastInnerTrainer(
+        MultiLoraModel(copy.deepcopy(model), TARGETS, 1, 4), tokenizer, lora_cfg(**common)
+    )
+    (fast_result,) = fast.train([job])
+    reference = ReferenceInnerTrainer(
+        copy.deepcopy(model), tokenizer, lora_cfg(mode="reference", label_pads=label_pads, **common)
+    )
+    reference_result = reference.train_and_save(job, tmp_path)
+    same = reference_result.losses[0] == pytest.approx(fast_result.losses[0], rel=1e-4)
+    assert same != label_pads, (reference_result.losses, fast_result.losses)

@@ -184,7 +184,11 @@ class FastInnerTrainer:
 
 
 class ReferenceInnerTrainer:
-    """The reference implementation's update: fresh PEFT wrapper, bs 1, pad to max_length, pads labelled."""
+    """The reference implementation's update: fresh PEFT wrapper, bs 1, pad to max_length, pads labelled.
+
+    `label_pads=false` keeps everything but masks the pads, so a benchmark can tell the padding
+    defect's effect on accuracy apart from the fast path's engineering.
+    """
 
     def __init__(self, base_model, tokenizer, cfg) -> None:
         self.base = base_model
@@ -224,7 +228,7 @@ class ReferenceInnerTrainer:
         for batch in schedule:
             rows = [data[i] for i in batch]
             input_ids, attention, labels = pad_batch(
-                rows, self.tokenizer.pad_token_id, pad_to=cfg.max_length, label_pads=True
+                rows, self.tokenizer.pad_token_id, pad_to=cfg.max_length, label_pads=cfg.label_pads
             )
             out = peft_model(
                 input_ids=input_ids.to(self.device),
