@@ -184,3 +184,24 @@ def test_reference_first_loss_is_content_loss_only_when_pads_are_masked(tiny, tm
     reference_result = reference.train_and_save(job, tmp_path)
     same = reference_result.losses[0] == pytest.approx(fast_result.losses[0], rel=1e-4)
     assert same != label_pads, (reference_result.losses, fast_result.losses)
+
+
+def test_reference_with_masked_pads_equals_fast_path(tiny, tmp_path):
+    """Same seed, data order and loss: the reference protocol minus its pads is the fast update."""
+    from safetensors.torch import load_file
+
+    from seal_runner.lora.trainer import ReferenceInnerTrainer
+
+    model, tokenizer = tiny
+    cfg = lora_cfg(append_eos=False, label_pads=False)
+    job = InnerJob("j", SEQS[0], seed=11)
+    fast = FastInnerTrainer(MultiLoraModel(copy.deepcopy(model), TARGETS, 1, cfg.rank), tokenizer, cfg)
+    (fast_result,) = fast.train([job])
+    reference = ReferenceInnerTrainer(
+        copy.deepcopy(model), tokenizer, lora_cfg(mode="reference", label_pads=False)
+    )
+    reference_result = reference.train_and_save(job, tmp_path)
+    assert reference_result.losses == pytest.approx(fast_result.losses, rel=1e-4)
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    for name, value in fast.lora.adapter_state(0).items():
+        torch.testing.assert_close(saved[name], value, atol=1e-5, rtol=1e-4)

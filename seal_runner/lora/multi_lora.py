@@ -87,13 +87,22 @@ class MultiLoraLinear(nn.Module):
         """PEFT's init: A ~ kaiming_uniform(a=√5) = U(±1/√in) on the first `rank` rows, B = 0."""
         if rank > self.lora_A.shape[1]:
             raise ValueError(f"rank {rank} exceeds this layer's max rank {self.lora_A.shape[1]}")
-        bound = 1.0 / math.sqrt(self.base.in_features)
-        init = torch.rand(rank, self.base.in_features, generator=generator, device="cpu") * 2 * bound - bound
+        init = lora_A_init(rank, self.base.in_features, generator)
         self.lora_A[slot].zero_()
         self.lora_A[slot, :rank] = init.to(self.lora_A.device, self.lora_A.dtype)
         self.lora_B[slot].zero_()
         self.scaling[slot] = alpha / rank
         self.ranks[slot] = rank
+
+
+def lora_A_init(rank: int, in_features: int, generator: torch.Generator) -> torch.Tensor:
+    """PEFT's A init, kaiming_uniform(a=√5) = U(±1/√in), drawn from `generator` on the CPU.
+
+    Both inner-loop paths draw from it layer by layer in module order, so one seed gives the fast
+    and the reference path the same starting adapter.
+    """
+    bound = 1.0 / math.sqrt(in_features)
+    return torch.rand(rank, in_features, generator=generator, device="cpu") * 2 * bound - bound
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from seal_runner.lora.batching import (
     token_losses,
     tokenize_sequences,
 )
-from seal_runner.lora.multi_lora import AdapterSpec, MultiLoraModel
+from seal_runner.lora.multi_lora import AdapterSpec, MultiLoraModel, lora_A_init
 from seal_runner.lora.optim import StackedAdamW, linear_schedule, lr_schedule
 
 
@@ -216,6 +216,7 @@ class ReferenceInnerTrainer:
                 task_type="CAUSAL_LM",
             ),
         )
+        seed_lora_A(peft_model, job.seed)
         data = tokenize_sequences(self.tokenizer, job.sequences, cfg.max_length, append_eos=False)
         schedule = epoch_schedule(len(data), cfg.epochs, cfg.batch_size, job.seed)
         params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -251,3 +252,19 @@ class ReferenceInnerTrainer:
         self.base = peft_model.unload()  # the reference builds a new wrapper per request
         result.seconds = time.perf_counter() - start
         return result
+
+
+@torch.no_grad()
+def seed_lora_A(peft_model, seed: int) -> None:
+    """Re-draw every LoRA A as `MultiLoraModel.reset` does for the same seed (B stays zero).
+
+    PEFT draws A from the global RNG in the same distribution; drawing it from the job's seed in
+    the fast path's order makes the two paths start from one adapter, so they can be compared
+    update for update.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for module in peft_model.modules():
+        lora_A = getattr(module, "lora_A", None)
+        if isinstance(lora_A, torch.nn.ModuleDict) and "default" in lora_A:
+            weight = lora_A["default"].weight
+            weight.copy_(lora_A_init(weight.shape[0], weight.shape[1], generator))
