@@ -4,8 +4,8 @@ Both paths train the same self-edits (fixed: read from a run's self_edits.jsonl,
 passage's sentences), same model, same epochs, rank, targets and learning rate, then both are scored
 by the same evaluator. The fast path uses `loss_normalization=reference`, so its loss is scaled as
 the reference's padded loss. `--reference-masks-pads` instead masks the reference's pads, appends no
-EOS on either path and takes the mean over content tokens on both: the same update, so only the
-engineering (and the adapters' random init) differs between the two paths.
+EOS on either path and takes the mean over content tokens on both: the same update from the same
+seeded adapter init, so only the engineering differs between the two paths.
 
   reference: PEFT wrapper per edit, bs 1, rows padded to --reference-max-length with pads in the loss,
              one adapter evaluated per generate call
