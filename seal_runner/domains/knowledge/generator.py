@@ -42,7 +42,7 @@ COLOURS = ["ochre", "slate grey", "crimson", "teal", "saffron", "pale lilac", "c
     "rust red", "dove grey", "violet", "copper brown"]
 MATERIALS = ["granite", "sandstone", "limestone", "cast iron", "oak", "teak", "red brick", "basalt",
     "wrought iron", "slate", "larch", "chalk", "marble", "flint"]
-ANIMALS = ["heron", "otter", "stag", "hare", "kingfisher", "badger", "raven", "salmon", "lynx", "owl",
+ANIMALS = ["heron", "stoat", "stag", "hare", "kingfisher", "badger", "raven", "salmon", "lynx", "curlew",
     "swan", "fox", "boar", "wren", "falcon"]
 # Asides appended to a few sentences: passage length and surface variety without extra facts.
 ASIDES = ["according to the parish records", "as a worn plaque by the entrance still records",
@@ -223,7 +223,7 @@ KINDS: tuple[Kind, ...] = (
              "A new wing opened in {wing}, and the old front door was repainted {colour}."),
         ),
         ("The rival {O} in the same city was founded in {x_founded}.",
-         "The smaller {O} nearby is run by {x_curator}.",
+         "The {O}, a smaller museum nearby, is run by {x_curator}.",
          "The {O} across the square receives about {x_visitors} visitors a year."),
     ),
     Kind(
@@ -241,9 +241,9 @@ KINDS: tuple[Kind, ...] = (
             "fate": ("year:1926:1975", ("In what year was the ship broken up?", "When was the ship scrapped?")),
         },
         (
-            ("The {T} was a merchant ship launched in {launched} at the {yard}.",
-             "Built at the {yard}, the {T} was launched in {launched} as a merchant vessel.",
-             "The {T} was a cargo ship that slid down the slipway of the {yard} in {launched}."),
+            ("{T} was a merchant ship launched in {launched} at the {yard}.",
+             "Built at the {yard}, {T} was launched in {launched} as a merchant vessel.",
+             "{T} was a cargo ship that slid down the slipway of the {yard} in {launched}."),
             ("She was built under the master builder {builder} and measured {length} metres from bow to stern.",
              "The master builder {builder} designed her hull, which measured {length} metres."),
             ("Her crew numbered {crew}, and her first captain was {captain}.",
@@ -288,9 +288,9 @@ KINDS: tuple[Kind, ...] = (
             ("The town's first mayor was {mayor}.",
              "After the town was incorporated, {mayor} was elected its first mayor."),
         ),
-        ("The neighbouring village of {O} has a population of {x_population}.",
+        ("The neighbouring town of {O} has a population of {x_population}.",
          "Nearby {O} was granted its own charter in {x_charter}.",
-         "The rival town of {O} was known for {x_industry}."),
+         "Neighbouring {O} was known for {x_industry}."),
     ),
     Kind(
         "festival", ("{R} Lantern Festival", "{R} Harvest Fair", "{R} Cheese Rolling"), "{Q} Fair",
@@ -577,8 +577,9 @@ def _draft(kind: Kind, title: str, root: str, rng: random.Random) -> dict:
         for x in kind.slots:
             if f"{{x_{x}}}" in s:
                 values[f"x_{x}"] = _value(names, kind.slots[x][0])
-    for k in rng.sample(range(len(sentences)), rng.randint(2, 4)):
-        sentences[k] = f"{sentences[k][:-1]}, {rng.choice(ASIDES)}."
+    asides = rng.sample(ASIDES, rng.randint(2, 4))
+    for k, aside in zip(rng.sample(range(len(sentences)), len(asides)), asides, strict=True):
+        sentences[k] = f"{sentences[k][:-1]}, {aside}."
     text = " ".join(_cap(s.format(**values)) for s in sentences)
     asked = rng.sample(used, min(len(used), rng.randint(8, 10)))
     questions = [
