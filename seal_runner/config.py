@@ -31,7 +31,7 @@ class KnowledgeDomainConfig:
     """SQuAD-style passages and the paper's self-edit → training-sequence rules."""
 
     name: str = "knowledge"
-    data_path: str = "builtin:demo"  # builtin:demo or a JSON file in the paper's list format
+    data_path: str = "builtin:demo"  # builtin:demo, generated:<seed> or a JSON file in the list format
     shuffle_seed: int | None = None  # the paper shuffles with random.Random(42) before slicing
     start: int = 0
     n_articles: int = -1  # -1 = all from `start`

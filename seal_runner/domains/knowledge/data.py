@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from seal_runner.domains.knowledge.generator import generate_articles
 from seal_runner.errors import InputError
 
 BUILTIN_DEMO = "builtin:demo"
+GENERATED = "generated:"  # generated:<seed> = invented passages from generator.py, endless per seed
 
 
 class DataError(InputError):
@@ -94,9 +96,28 @@ def select_articles(raw: list[dict], start: int, n: int, shuffle_seed: int | Non
     return items[start:end]
 
 
+def _generated(path: str, start: int, n: int) -> tuple[str, list[dict]]:
+    """Articles [start, start + n) of a generated set. The set has no end, so a count is required."""
+    seed = path.removeprefix(GENERATED)
+    if not seed.lstrip("-").isdigit():
+        raise DataError(f"{path}: expected generated:<integer seed>, e.g. generated:0 (domain.data_path)")
+    if n < 1 or start < 0:
+        raise DataError(
+            f"{path}: a generated set is endless, so it needs a count n >= 1 and start >= 0 "
+            f"(got start={start} n={n}; set domain.n_articles)"
+        )
+    return f"{path} (generated)", generate_articles(n, int(seed), start)
+
+
 def load_articles(path: str, start: int = 0, n: int = -1, shuffle_seed: int | None = None) -> list[Article]:
-    source, raw = _read_json(path)
-    selected = select_articles(parse_articles(raw, source), start, n, shuffle_seed)
+    """Articles [start, start + n) of `path` (n = -1: all). A generated set ignores `shuffle_seed`: its
+    articles are already random draws, and shuffling an endless list has no meaning."""
+    if path.startswith(GENERATED):
+        source, raw = _generated(path, start, n)
+        selected = parse_articles(raw, source)
+    else:
+        source, raw = _read_json(path)
+        selected = select_articles(parse_articles(raw, source), start, n, shuffle_seed)
     if not selected:
         raise DataError(f"{source}: the selection start={start} n={n} is empty ({len(raw)} articles)")
     return [
