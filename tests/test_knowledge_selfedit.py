@@ -266,3 +266,57 @@ def test_selfedit_prompt_other_variants(name: str, tail: str) -> None:
     p = _prompt_yaml(name)
     text = selfedit_prompt(p["template"], p["instruction"], p["header"], TITLE, CONTEXT)
     assert text == f"Let's read the following passage and {tail}\n\nPassage:\nT\nC\n\n{header}"
+
+
+# --- self-edit hygiene: a cut last line, empty self-edits ---------------------------------------------
+
+
+def test_drop_cut_line_keeps_whole_lines_only():
+    from seal_runner.domains.knowledge.selfedit import drop_cut_line
+
+    assert drop_cut_line("The tower is 38 metres tall.\nIt was lit in 18") == "The tower is 38 metres tall."
+    assert drop_cut_line("one line cut mid-wor") == ""
+    assert drop_cut_line("a\nb\n\nc cut") == "a\nb"
+    assert drop_cut_line("a\nb\n") == "a\nb"  # cut right after a finished line
+
+
+def _record(raw: str, cut: bool, drop: bool = True) -> dict:
+    from seal_runner.domains.knowledge.data import QA, Article
+    from seal_runner.domains.knowledge.pipeline import selfedit_record
+
+    cfg = OmegaConf.create(
+        {
+            "domain": {
+                "drop_cut_line": drop,
+                "split_separator": "---",
+                "split_newlines": True,
+                "drop_preamble": True,
+                "title_prefix": True,
+                "append_passage": True,
+            }
+        }
+    )
+    article = Article(3, TITLE, CONTEXT, (QA("q", "a"),))
+    return selfedit_record(cfg, article, 1, "prompt", raw, 40, cut)
+
+
+def test_selfedit_record_drops_the_cut_line_and_counts_it():
+    r = _record("fact one\nfact two\nfact thr", cut=True)
+    assert r["text"] == "fact one\nfact two" and r["raw_text"] == "fact one\nfact two\nfact thr"
+    assert r["cut_line_dropped"] is True and r["status"] == "truncated"
+    assert r["sequences"] == [f"{TITLE}\nfact one", f"{TITLE}\nfact two", PASSAGE]
+
+
+def test_selfedit_record_single_cut_line_becomes_empty():
+    r = _record("all one unfinished li", cut=True)
+    assert r["text"] == "" and r["status"] == "empty" and r["sequences"] == [PASSAGE]
+
+
+def test_selfedit_record_untouched_when_finished_or_option_off():
+    finished = _record("fact one\nfact two", cut=False)
+    assert finished["text"] == "fact one\nfact two" and "cut_line_dropped" not in finished
+    assert finished["status"] == "ok"
+    kept = _record("fact one\nfact thr", cut=True, drop=False)
+    assert kept["text"] == "fact one\nfact thr" and kept["status"] == "truncated"
+    assert "raw_text" not in kept
+    assert _record("   ", cut=False)["status"] == "empty"

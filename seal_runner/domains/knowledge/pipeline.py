@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from seal_runner.domains.knowledge.data import Article
 from seal_runner.domains.knowledge.evaluate import answer_questions
-from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
+from seal_runner.domains.knowledge.selfedit import drop_cut_line, selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter, Sampling
 from seal_runner.inner import train_and_record
 from seal_runner.lora.trainer import InnerJob
@@ -67,33 +67,48 @@ def sample_selfedits(
         completions = engine.generate(prompts, sampling, seeds=seeds)
         new = []
         for (a, s), prompt, c in zip(todo, prompts, completions, strict=True):
-            text = c.text.strip()
-            status = "empty" if not text else ("truncated" if c.finish_reason == "length" else "ok")
-            new.append(
-                {
-                    "article": a.index,
-                    "sample": s,
-                    "title": a.title,
-                    "prompt": prompt,
-                    "text": text,
-                    "num_tokens": c.num_tokens,
-                    "status": status,
-                    "sequences": sequences_for(cfg, a, text),
-                }
-            )
+            new.append(selfedit_record(cfg, a, s, prompt, c.text, c.num_tokens, c.finish_reason == "length"))
         append_jsonl(path, new)
         done.update({(r["article"], r["sample"]): r for r in new})
         statuses = Counter(r["status"] for r in new)
+        cut = sum(r.get("cut_line_dropped", False) for r in new)
         if statuses["empty"] or statuses["truncated"]:
             log.warning(
-                "%s: of %d new self-edits %d are empty and %d truncated at sampling.max_tokens=%d",
+                "%s: of %d new self-edits %d are empty and %d truncated at sampling.max_tokens=%d "
+                "(%d lost their cut last line)",
                 path,
                 len(new),
                 statuses["empty"],
                 statuses["truncated"],
                 cfg.sampling.max_tokens,
+                cut,
             )
     return done
+
+
+def selfedit_record(
+    cfg: DictConfig, article: Article, sample: int, prompt: str, raw: str, num_tokens: int, cut: bool
+) -> dict:
+    """One sampled self-edit as stored: the text kept (a cut last line dropped when
+    `domain.drop_cut_line`), its status (ok | truncated | empty: empty after that drop too) and its
+    training sequences. `raw_text` keeps what the engine returned when the text was changed."""
+    text = raw.strip()
+    dropped = cut and cfg.domain.drop_cut_line and bool(text)
+    if dropped:
+        text = drop_cut_line(raw)
+    record = {
+        "article": article.index,
+        "sample": sample,
+        "title": article.title,
+        "prompt": prompt,
+        "text": text,
+        "num_tokens": num_tokens,
+        "status": "empty" if not text else ("truncated" if cut else "ok"),
+        "sequences": sequences_for(cfg, article, text),
+    }
+    if dropped:
+        record |= {"cut_line_dropped": True, "raw_text": raw.strip()}
+    return record
 
 
 def train_adapters(

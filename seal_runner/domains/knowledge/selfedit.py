@@ -14,6 +14,16 @@ _QUESTION_SPLIT = re.compile(r"\n(?=Question \d+:)")
 _IS_SELF_QA = re.compile(r"Question \d+:")
 
 
+def drop_cut_line(text: str) -> str:
+    """A self-edit cut at `max_tokens` minus its last, unfinished line (nothing when it is one line):
+    with one training example per line, the cut fragment would become a training sequence, and as an
+    SFT target it would teach the policy to stop mid-sentence."""
+    if text.endswith("\n"):  # the cut fell right after a finished line
+        return text.strip()
+    head, newline, _ = text.rpartition("\n")
+    return head.strip() if newline else ""
+
+
 def split_segments(completion: str, separator: str = "---") -> list[str]:
     text = completion.strip()
     segments = [s.strip() for s in text.split(separator)] if separator else [text]
