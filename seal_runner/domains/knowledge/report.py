@@ -1,0 +1,129 @@
+"""What a ReSTEM run shows a reader: paired comparisons between rounds and Table 2 rows, each with a
+bootstrap 95% CI over held-out articles, and the pictures (round curve, Table 2 bars).
+
+Input is the `rounds` list of stage=restem's summary: per round the held-out evaluation
+(`heldout[condition]` accuracy summaries with `per_article` accuracies), and for trained rounds the
+reward statistics. Every comparison is paired over the articles both sides measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seal_runner.stats import paired_difference
+
+
+def _per_article(round_record: dict, condition: str) -> dict[int, float] | None:
+    values = round_record["heldout"].get("per_article", {}).get(condition)
+    # JSON turns the article keys into strings; compare on ints either way.
+    return None if values is None else {int(k): v for k, v in values.items()}
+
+
+def comparisons(rounds: list[dict]) -> dict[str, dict]:
+    """Named paired differences (a - b): each later round's self-edit accuracy against round 0's,
+    each round's self-edits against the passage alone, and the noise floor (two self-edit samples of
+    the round-0 policy) when it was measured."""
+    out = {}
+    first = rounds[0]
+    start = _per_article(first, "selfedit")
+    for record in rounds[1:]:
+        out[f"round_{record['round']}_vs_round_0"] = paired_difference(
+            _per_article(record, "selfedit"), start
+        ).as_dict()
+    base_passage = _per_article(first, "passage")
+    if base_passage is not None:
+        for record in rounds:
+            out[f"round_{record['round']}_selfedit_vs_base_passage"] = paired_difference(
+                _per_article(record, "selfedit"), base_passage
+            ).as_dict()
+        own = _per_article(rounds[-1], "passage")
+        if len(rounds) > 1 and own is not None:
+            out["final_selfedit_vs_own_passage"] = paired_difference(
+                _per_article(rounds[-1], "selfedit"), own
+            ).as_dict()
+    if "noise_floor" in first["heldout"]:
+        out["noise_floor"] = first["heldout"]["noise_floor"]
+    return out
+
+
+def table2_rows(rounds: list[dict]) -> list[dict]:
+    """The paper's Table 2 from one run: base, passage, base-model self-edits, final policy."""
+    first, last = rounds[0], rounds[-1]
+    rows = [{"row": "base model (no update)", **first["heldout"]["base"]}]
+    if "passage" in first["heldout"]:
+        rows.append({"row": "train on passage", **first["heldout"]["passage"]})
+    rows.append({"row": "passage + base-model self-edit", **first["heldout"]["selfedit"]})
+    if len(rounds) > 1:
+        rows.append(
+            {
+                "row": f"passage + self-edit (policy after round {last['round']})",
+                **last["heldout"]["selfedit"],
+            }
+        )
+    return rows
+
+
+def plot_round_curve(summary: dict, path: Path) -> Path:
+    """Three panels per round: held-out accuracy (self-edit with 95% CI, no update, passage alone),
+    mean and best-of-k training reward, and mean self-edit length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = summary["rounds"]
+    x = [r["round"] for r in rounds]
+    fig, (acc, reward, length) = plt.subplots(1, 3, figsize=(13, 3.8))
+    for condition, style in (("selfedit", "o-"), ("passage", "s--"), ("base", "^:")):
+        cells = [r["heldout"].get(condition) for r in rounds]
+        if any(c is None for c in cells):
+            continue
+        means = [100 * c["macro_accuracy"] for c in cells]
+        errors = [
+            [m - 100 * c.get("ci_low", c["macro_accuracy"]) for m, c in zip(means, cells, strict=True)],
+            [100 * c.get("ci_high", c["macro_accuracy"]) - m for m, c in zip(means, cells, strict=True)],
+        ]
+        acc.errorbar(x, means, yerr=errors, fmt=style, capsize=4, label=condition)
+    acc.set(xlabel="policy after round", ylabel="held-out accuracy (%)", title="held-out accuracy (95% CI)")
+    acc.legend()
+    trained = [r for r in rounds if r.get("rewards")]
+    for key, style in (("mean_reward", "o-"), ("mean_best_of_k", "s--"), ("mean_baseline", "^:")):
+        values = [r["rewards"].get(key) for r in trained]
+        if trained and all(v is not None for v in values):
+            reward.plot([r["round"] for r in trained], [100 * v for v in values], style, label=key)
+    reward.set(xlabel="round", ylabel="reward (%)", title="training reward")
+    if trained:
+        reward.legend()
+    length.plot(x, [r["heldout"]["mean_selfedit_tokens"] for r in rounds], "o-")
+    length.set(xlabel="policy after round", ylabel="tokens", title="held-out self-edit length")
+    for ax in (acc, reward, length):
+        ax.set_xticks(x if ax is not reward else [r["round"] for r in trained] or x)
+    fig.suptitle(f"{summary['experiment']}: {summary['heldout_articles']} held-out articles")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_table2(rows: list[dict], path: Path, title: str) -> Path:
+    """Table 2 rows as bars with their 95% CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(rows)))
+    means = [100 * r["macro_accuracy"] for r in rows]
+    errors = [
+        [m - 100 * r.get("ci_low", r["macro_accuracy"]) for m, r in zip(means, rows, strict=True)],
+        [100 * r.get("ci_high", r["macro_accuracy"]) - m for m, r in zip(means, rows, strict=True)],
+    ]
+    y = list(range(len(rows)))[::-1]
+    ax.barh(y, means, xerr=errors, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_yticks(y, [r["row"] for r in rows])
+    ax.set_xlabel("no-context QA accuracy (%), 95% CI over articles")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
