@@ -42,6 +42,8 @@ class KnowledgeDomainConfig:
     append_passage: bool = True  # always add "{title}\n{context}" as the last sequence
     topic_prefix: bool = True  # QA question = "Topic: {title}\n{question}"
     qa_max_tokens: int = 64
+    # A self-edit cut at sampling.max_tokens loses its unfinished last line (counted as cut_line_dropped)
+    drop_cut_line: bool = True
 
 
 @dataclass
@@ -142,6 +144,11 @@ class RestemConfig:
     selection: str = "best_of_k"  # best_of_k | positive_gain | threshold
     threshold: float = 0.0
     contexts_per_round: int = 50
+    # Held-out evaluation per round: self-edits drawn per held-out passage (each its own inner update;
+    # >= 2 also measures the noise floor: sample 0 vs sample 1 of the same policy), and whether
+    # the policy is also updated on the passage alone (the paired baseline a self-edit must beat).
+    heldout_samples: int = 1
+    heldout_passage: bool = False
     # Training contexts: this file (null = domain.data_path) from train_start on; when it is the same
     # file as the held-out set, the pool starts after the held-out slice so the two never overlap.
     train_data_path: str | None = None

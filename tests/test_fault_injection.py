@@ -53,6 +53,7 @@ def restem_args(model_dir: Path, run_dir: Path) -> list[str]:
         f"restem.samples_per_context={SAMPLES}",
         "restem.inner_seeds=1",
         "sampling.max_tokens=32",
+        "domain.drop_cut_line=false",  # a random tiny model's self-edits are all cut at max_tokens
         "domain.qa_max_tokens=8",
         "lora.epochs=2",
         "lora.rank=4",

@@ -28,6 +28,7 @@ def run_restem(model_dir: Path, run_dir: Path, *extra: str) -> subprocess.Comple
         "restem.samples_per_context=2",
         "restem.inner_seeds=1",
         "sampling.max_tokens=12",
+        "domain.drop_cut_line=false",  # a random tiny model's self-edits are all cut at max_tokens
         "domain.qa_max_tokens=4",
         "lora.epochs=1",
         "lora.rank=4",
@@ -48,8 +49,9 @@ def run_restem(model_dir: Path, run_dir: Path, *extra: str) -> subprocess.Comple
 
 def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_restem(tiny_model_dir, run_dir)
-    assert "held-out accuracy per round" in proc.stdout
+    extra = ("restem.heldout_samples=2", "restem.heldout_passage=true")
+    proc = run_restem(tiny_model_dir, run_dir, *extra)
+    assert "held-out accuracy (%) per policy" in proc.stdout and "round_1_vs_round_0" in proc.stdout
 
     round_dir = run_dir / "round_0"
     rewards = json.loads((round_dir / "rewards.json").read_text())
@@ -72,12 +74,22 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     assert summary["rounds"][0]["chosen"] == 2
+    # Two self-edits and a passage-only update per held-out article; every accuracy has a CI and
+    # every comparison is paired over the same articles.
+    heldout = summary["rounds"][1]["heldout"]
+    assert heldout["selfedit"]["samples"] == 2 and len(heldout["per_article"]["passage"]) == 2
+    assert heldout["selfedit"]["ci_low"] <= heldout["selfedit"]["macro_accuracy"] <= heldout["selfedit"]["ci_high"]
+    assert len((run_dir / "eval/round_1/updates.jsonl").read_text().splitlines()) == 2 * 3
+    assert {"round_1_vs_round_0", "noise_floor", "final_selfedit_vs_own_passage"} <= set(summary["comparisons"])
+    assert summary["comparisons"]["round_1_vs_round_0"]["n"] == 2
+    assert [r["row"] for r in summary["table2"]][-1] == "passage + self-edit (policy after round 1)"
+    assert all((run_dir / name).read_bytes()[:4] == b"\x89PNG" for name in ("round_curve.png", "table2.png"))
 
     files = sorted(
         p for p in run_dir.rglob("*.json*") if ".hydra" not in p.parts and p.name != "summary.json"
     )
     before = {p: p.read_bytes() for p in files}
-    run_restem(tiny_model_dir, run_dir)  # rerun: nothing new sampled, trained or graded
+    run_restem(tiny_model_dir, run_dir, *extra)  # rerun: nothing new sampled, trained or graded
     assert {p: p.read_bytes() for p in files} == before
 
 
