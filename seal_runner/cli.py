@@ -8,6 +8,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from seal_runner.children import adopt
 from seal_runner.config import register_configs
 from seal_runner.errors import InputError
 
@@ -30,6 +31,7 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.stage not in STAGES:
         raise SystemExit(f"Unknown stage={cfg.stage!r}; choose one of {sorted(STAGES)}")
     stage = importlib.import_module(f"seal_runner.stages.{STAGES[cfg.stage]}")
+    adopt()  # the engine core and other children die with this process, even when it is SIGKILLed
     try:
         summary = stage.run(cfg)
     except InputError as exc:  # the user's input, named precisely: a message, not a traceback

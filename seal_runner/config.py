@@ -8,6 +8,7 @@ different fields (engine, grader) get one schema per option.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -324,6 +325,14 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
 
+class Resume(Enum):
+    """`resume`: what a rerun does in a run dir whose results were made with another config
+    (seal_runner/rundir.py). Members are named as typed on the command line."""
+
+    auto = "auto"  # refuse, naming every differing key with its old and new value
+    force = "force"  # continue with the new config; the differences are logged and recorded
+
+
 @dataclass
 class SealConfig:
     """Top level. `stage` picks the job; groups are filled by conf/config.yaml's defaults list."""
@@ -332,6 +341,7 @@ class SealConfig:
     seed: int = 0
     device: str = "auto"
     run_dir: str = "${hydra:runtime.output_dir}"
+    resume: Resume = Resume.auto
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "selfedit"])
     # Table 2 rows beyond base/passage: name -> a source `_target_` (domains/knowledge/sources.py)
     selfedit_sources: dict[str, Any] = field(default_factory=dict)

@@ -27,7 +27,7 @@ def public_config(cfg: DictConfig) -> dict:
             return [scrub(v) for v in node]
         return node
 
-    return scrub(OmegaConf.to_container(cfg, resolve=True))
+    return scrub(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
 def default_group(cfg: DictConfig) -> str:

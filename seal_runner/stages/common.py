@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from seal_runner.engines.base import Engine
 from seal_runner.models import load_tokenizer, resolve_model_path
 from seal_runner.prompts import PromptFormatter
+from seal_runner.rundir import guard
 from seal_runner.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -92,13 +93,14 @@ class RunContext:
 
 
 def setup_run(cfg: DictConfig) -> RunContext:
+    """Checks first (devices, then the run dir's lock and stored config), then seeds and the model."""
     import torch
 
     check_devices(cfg)
+    run_dir = Path(cfg.run_dir)
+    guard(cfg, run_dir)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     model_path = resolve_model_path(cfg.model.name_or_path, cfg.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
     log.info("run dir %s | model %s | stage %s", run_dir, model_path, cfg.stage)
