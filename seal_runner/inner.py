@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from seal_runner.choices import LoraMode
 from seal_runner.errors import InputError
 from seal_runner.lora.multi_lora import MultiLoraModel
 from seal_runner.lora.trainer import FastInnerTrainer, InnerJob, InnerResult, ReferenceInnerTrainer
@@ -29,8 +30,8 @@ class InnerUpdater:
     def __init__(
         self, lora_cfg, model_path: str, tokenizer, device: str = "auto", dtype: str = "auto"
     ) -> None:
-        if lora_cfg.mode not in ("fast", "reference"):
-            raise InputError(f"lora.mode must be 'fast' or 'reference', got {lora_cfg.mode!r}")
+        if lora_cfg.mode not in LoraMode.values():  # a LoraConfig built in Python is not checked by OmegaConf
+            raise InputError(f"lora.mode must be one of {LoraMode.values()}, got {lora_cfg.mode!r}")
         # A private copy: an out-of-memory retry lowers max_tokens_per_forward for this updater only.
         lora_cfg = (
             OmegaConf.create(OmegaConf.to_container(lora_cfg, resolve=True))
@@ -39,7 +40,7 @@ class InnerUpdater:
         )
         self.cfg, self.model_path = lora_cfg, model_path
         base = load_causal_lm(model_path, dtype=dtype, device=device)
-        if lora_cfg.mode == "fast":
+        if lora_cfg.mode == LoraMode.fast:
             lora = MultiLoraModel(
                 base,
                 list(lora_cfg.target_modules),
@@ -113,7 +114,7 @@ class InnerUpdater:
 
 def group_size(lora_cfg) -> int:
     """Jobs trained together: K adapter slots on the fast path, one job at a time for reference."""
-    return lora_cfg.adapters_per_batch if lora_cfg.mode == "fast" else 1
+    return lora_cfg.adapters_per_batch if lora_cfg.mode == LoraMode.fast else 1
 
 
 def groups_of(jobs: list[InnerJob], size: int) -> list[list[InnerJob]]:

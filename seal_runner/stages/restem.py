@@ -19,11 +19,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from seal_runner.choices import Reward
 from seal_runner.config import SFTConfig
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies, macro_accuracy
 from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
-from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
 from seal_runner.selection import reward_stats, select
@@ -208,7 +208,7 @@ def proxy_rewards_for(
     return candidates
 
 
-REWARDS = {"inner": inner_rewards, "proxy": proxy_rewards_for}
+REWARDS = {Reward.inner: inner_rewards, Reward.proxy: proxy_rewards_for}
 
 
 def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
@@ -218,8 +218,6 @@ def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
 
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
-    if cfg.restem.reward not in REWARDS:
-        raise InputError(f"restem.reward={cfg.restem.reward!r} is unknown; choose from {sorted(REWARDS)}")
     ctx = setup_run(cfg)
     d = cfg.domain
     heldout = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
@@ -329,9 +327,8 @@ def format_table(summary: dict) -> str:
     for r in summary["rounds"]:
         h = r["heldout"]
         reward = r.get("rewards", {}).get("mean_reward")
-        shown = (
-            "" if reward is None else f"{100 * reward:.1f}%" if r["reward"] == "inner" else f"{reward:+.3f}"
-        )
+        accuracy = r["reward"] == Reward.inner  # the proxy's reward is a log-likelihood gain
+        shown = "" if reward is None else f"{100 * reward:.1f}%" if accuracy else f"{reward:+.3f}"
         lines.append(
             f"{r['round']:<6} {100 * h['base']['macro_accuracy']:>9.1f}% "
             f"{100 * h['selfedit']['macro_accuracy']:>9.1f}% {shown:>12} {r.get('chosen', ''):>7}"
