@@ -39,8 +39,8 @@ from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter
 from seal_runner.engines.hf_engine import HFEngine
 from seal_runner.graders.lexical import LexicalGrader, LexicalRule
-from seal_runner.inner import InnerUpdater
 from seal_runner.lora.trainer import InnerJob
+from seal_runner.lora.updater import InnerUpdater
 from seal_runner.models import BUILTIN_SMOLLM2, load_tokenizer, pick_device, resolve_model_path
 from seal_runner.prompts import PromptFormatter
 from seal_runner.records import read_jsonl

@@ -148,7 +148,7 @@ def test_unknown_condition_fails_before_any_model_load(hydra_ctx: None, monkeypa
 def test_inner_updater_checks_a_mode_built_in_python() -> None:
     """A LoraConfig built in Python skips OmegaConf's check: the updater names the choices before
     loading anything (the model path is never read)."""
-    from seal_runner.inner import InnerUpdater
+    from seal_runner.lora.updater import InnerUpdater
 
     with pytest.raises(InputError, match=r"lora.mode must be one of \['fast', 'reference'\]"):
         InnerUpdater(LoraConfig(mode="turbo"), "/nonexistent/model", tokenizer=None)
