@@ -31,15 +31,16 @@ from pathlib import Path
 
 import torch
 
+from seal_runner.choices import LoraMode, LossNormalization
 from seal_runner.config import LoraConfig
 from seal_runner.domains.knowledge.data import load_articles
 from seal_runner.domains.knowledge.evaluate import answer_questions, article_accuracies, mean_and_se
 from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter
 from seal_runner.engines.hf_engine import HFEngine
-from seal_runner.graders.lexical import LexicalGrader
-from seal_runner.inner import InnerUpdater
+from seal_runner.graders.lexical import LexicalGrader, LexicalRule
 from seal_runner.lora.trainer import InnerJob
+from seal_runner.lora.updater import InnerUpdater
 from seal_runner.models import BUILTIN_SMOLLM2, load_tokenizer, pick_device, resolve_model_path
 from seal_runner.prompts import PromptFormatter
 from seal_runner.records import read_jsonl
@@ -84,7 +85,7 @@ def run_path(name, cfg, jobs, articles, args, path, tokenizer, engine, formatter
         adapters = {job.key: LoraAdapter(f"{name}-{job.key}", str(p)) for job, _, p in done if p}
         grader = LexicalGrader(args.rule)
         start = time.perf_counter()
-        if cfg.mode == "reference":  # the reference scores one adapted model at a time
+        if cfg.mode == LoraMode.reference:  # the reference scores one adapted model at a time
             records = []
             for a, job in zip(articles, jobs, strict=True):
                 records += answer_questions(engine, grader, formatter, [(name, a, adapters.get(job.key))], 64)
@@ -135,7 +136,7 @@ def main() -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--rule", default="contains")
+    parser.add_argument("--rule", default="contains", choices=LexicalRule.values())
     parser.add_argument("--out", default="outputs/bench_inner_loop.json")
     args = parser.parse_args()
 
@@ -153,17 +154,19 @@ def main() -> None:
         epochs=args.epochs,
         batch_size=1,
         max_length=args.reference_max_length,
-        loss_normalization="tokens" if args.reference_masks_pads else "reference",
+        loss_normalization=LossNormalization.tokens
+        if args.reference_masks_pads
+        else LossNormalization.reference,
     )
     reference = LoraConfig(
-        mode="reference",
+        mode=LoraMode.reference,
         append_eos=False,
         label_pads=not args.reference_masks_pads,
         adapters_per_batch=1,
         **common,
     )
     fast = LoraConfig(
-        mode="fast", append_eos=not args.reference_masks_pads, adapters_per_batch=args.k, **common
+        mode=LoraMode.fast, append_eos=not args.reference_masks_pads, adapters_per_batch=args.k, **common
     )
     engine = HFEngine(path, max_loras=args.k, max_lora_rank=args.rank, device=args.device, dtype=args.dtype)
 

@@ -18,8 +18,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from seal_runner.choices import OnFailure
 from seal_runner.graders.base import GradeItem, Verdict
-from seal_runner.graders.lexical import LexicalGrader
+from seal_runner.graders.lexical import LexicalGrader, LexicalRule
 from seal_runner.graders.llm_judge import LLMJudgeGrader, is_yes
 from seal_runner.openai_api import ChatClient
 from seal_runner.records import read_jsonl
@@ -68,7 +69,7 @@ def grade_pass(
         max_concurrency=concurrency,
         timeout=args.timeout,
     )
-    grader = LLMJudgeGrader(client, cross_check=LexicalGrader(args.rule), on_failure="skip")
+    grader = LLMJudgeGrader(client, cross_check=LexicalGrader(args.rule), on_failure=OnFailure.skip)
     start = time.perf_counter()
     verdicts = grader.grade(items)
     seconds = time.perf_counter() - start
@@ -93,9 +94,7 @@ def main() -> None:
     parser.add_argument("--model", default="gpt-4.1", help="judge model name as the server knows it")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="one cold pass per value")
-    parser.add_argument(
-        "--rule", default="contains", choices=("exact", "contains", "f1"), help="lexical rule"
-    )
+    parser.add_argument("--rule", default="contains", choices=LexicalRule.values(), help="lexical rule")
     parser.add_argument("--limit", type=int, default=None, help="grade only the first N answers")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")

@@ -18,8 +18,8 @@ from seal_runner.domains.knowledge.evaluate import answer_questions, macro_accur
 from seal_runner.engines.base import LoraAdapter
 from seal_runner.engines.hf_engine import HFEngine
 from seal_runner.graders.lexical import LexicalGrader
-from seal_runner.inner import InnerUpdater
 from seal_runner.lora.trainer import InnerJob
+from seal_runner.lora.updater import InnerUpdater
 from seal_runner.models import BUILTIN_SMOLLM2, load_tokenizer, resolve_model_path
 from seal_runner.prompts import PromptFormatter
 

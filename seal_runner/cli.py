@@ -14,23 +14,13 @@ from seal_runner.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# stage name -> module under seal_runner.stages exposing `run(cfg) -> dict`
-STAGES = {
-    "evaluate": "evaluate",
-    "restem": "restem",
-    "arc": "arc",
-    "continual": "continual",
-    "cpt": "cpt",
-}
-
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://seal_runner.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    if cfg.stage not in STAGES:
-        raise SystemExit(f"Unknown stage={cfg.stage!r}; choose one of {sorted(STAGES)}")
-    stage = importlib.import_module(f"seal_runner.stages.{STAGES[cfg.stage]}")
+    # `stage` is a choices.Stage, checked at composition: a module under seal_runner.stages with `run(cfg)`.
+    stage = importlib.import_module(f"seal_runner.stages.{cfg.stage}")
     adopt()  # the engine core and other children die with this process, even when it is SIGKILLed
     try:
         summary = stage.run(cfg)

@@ -1,8 +1,9 @@
 """Structured config: one dataclass per config group, registered in Hydra's ConfigStore.
 
-The YAML files under `conf/` fill these schemas; a typo (`lora.rnak=8`) or a wrong type
-(`lora.rank=big`) fails at composition with a message naming the key. Groups whose options take
-different fields (engine, grader) get one schema per option.
+The YAML files under `conf/` fill these schemas; a typo (`lora.rnak=8`), a wrong type
+(`lora.rank=big`) or a value outside a closed choice (`lora.mode=banana`: the Enums of choices.py)
+fails at composition with a message naming the key. Groups whose options take different fields
+(engine, grader) get one schema per option.
 """
 
 from __future__ import annotations
@@ -13,6 +14,21 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from seal_runner.choices import (
+    ArcSource,
+    GridFormatName,
+    LoraMode,
+    LossNormalization,
+    LrSchedule,
+    OnFailure,
+    OpenAIApi,
+    Reward,
+    Stage,
+)
+from seal_runner.domains.knowledge.strategies import ContinualStrategy
+from seal_runner.graders.lexical import LexicalRule
+from seal_runner.selection import SelectionRule
 
 
 @dataclass
@@ -98,7 +114,7 @@ class ARCDomainConfig:
     """Few-shot ARC (paper §3): tasks, leave-n TTT data, self-edit guards, augmented voting eval."""
 
     name: str = "arc"
-    source: str = "files"  # files (ARC-AGI JSON) | generated (procedural tasks)
+    source: ArcSource = ArcSource.files  # files (ARC-AGI JSON) | generated (procedural tasks)
     train_challenges: str | None = None
     train_solutions: str | None = None
     paper_train_task_ids: list[str] = field(default_factory=list)  # the paper's 12 (conf/domain/arc.yaml)
@@ -111,7 +127,7 @@ class ARCDomainConfig:
     eval_samples_per_task: int = 5  # valid self-edits per evaluation task
     max_sample_attempts: int = 60  # per task: invalid JSON is re-sampled until this many attempts
     skip_duplicate_selfedits: bool = False  # the paper allows duplicates
-    grid_format: str = "numpy"  # numpy (paper) | compact
+    grid_format: GridFormatName = GridFormatName.numpy  # numpy (paper) | compact
     chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"date_string": "26 Jul 2024"})
     leave_n: list[int] = field(default_factory=lambda: [1, 2])
     ttt_data_seed: int = 0
@@ -141,8 +157,8 @@ class RestemConfig:
     inner_seeds: int = 3
     # inner: the paper's reward (inner update + graded QA); proxy: no update, the self-edit's gain in
     # gold-answer log-likelihood as context (seal_runner/domains/knowledge/proxy.py)
-    reward: str = "inner"
-    selection: str = "best_of_k"  # best_of_k | positive_gain | threshold
+    reward: Reward = Reward.inner
+    selection: SelectionRule = SelectionRule.best_of_k  # best_of_k | positive_gain | threshold | all_positive
     threshold: float = 0.0
     contexts_per_round: int = 50
     # Held-out evaluation per round: self-edits drawn per held-out passage (each its own inner update;
@@ -160,7 +176,7 @@ class RestemConfig:
 class LoraConfig:
     """Inner-loop LoRA update; `mode=reference` is the paper's padded bs-1 protocol."""
 
-    mode: str = "fast"  # fast | reference
+    mode: LoraMode = LoraMode.fast  # fast | reference
     rank: int = 32
     alpha: float = 64.0
     dropout: float = 0.0
@@ -172,8 +188,10 @@ class LoraConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
-    lr_schedule: str = "linear"  # linear (knowledge: linear decay) | cosine (ARC: cosine after warmup)
-    loss_normalization: str = "tokens"  # tokens (mean over content tokens) | reference (÷ batch × max_length)
+    # linear (knowledge: linear decay) | cosine (ARC: cosine after warmup)
+    lr_schedule: LrSchedule = LrSchedule.linear
+    # tokens (mean over content tokens) | reference (÷ batch × max_length)
+    loss_normalization: LossNormalization = LossNormalization.tokens
     append_eos: bool = True
     label_pads: bool = True  # reference mode: pads in the loss (the paper); false isolates that defect
     adapters_per_batch: int = 8  # K self-edits trained together over one shared base forward
@@ -237,7 +255,7 @@ class ContinualConfig:
     seed: int = 42
     keep_models: bool = False  # keep every step's merged checkpoint (disk: one model per step)
     # merge (the paper) | replay | isolation | retention: see seal_runner/domains/knowledge/strategies.py
-    strategy: str = "merge"
+    strategy: ContinualStrategy = ContinualStrategy.merge
     replay_sequences: int = 8  # replay: earlier self-edit sequences mixed into each update
     candidates: int = 4  # retention: self-edits written, trained and scored per step
     retention_lambda: float = 1.0  # retention: reward = new-passage accuracy - lambda x probe drop
@@ -274,7 +292,8 @@ class OpenAIEngineConfig(EngineConfig):
     base_url: str | None = "http://127.0.0.1:8000/v1"  # None = OpenAI
     api_key_env: str = "VLLM_API_KEY"  # not OPENAI_API_KEY: never send an OpenAI key to another server
     model: str | None = None  # served model name; None = the policy's model path
-    api: str = "completions"  # completions (raw prompts, vLLM) | chat (one user message per prompt)
+    # completions (raw prompts, vLLM) | chat (one user message per prompt)
+    api: OpenAIApi = OpenAIApi.completions
     max_concurrency: int = 32
     max_retries: int = 6
     backoff_initial: float = 1.0
@@ -285,7 +304,7 @@ class OpenAIEngineConfig(EngineConfig):
 @dataclass
 class LexicalGraderConfig:
     _target_: str = "seal_runner.graders.lexical.LexicalGrader"
-    rule: str = "contains"  # exact | contains | f1
+    rule: LexicalRule = LexicalRule.contains  # exact | contains | f1
     f1_threshold: float = 0.5
 
 
@@ -312,7 +331,9 @@ class LLMJudgeGraderConfig:
     _target_: str = "seal_runner.graders.llm_judge.LLMJudgeGrader"
     client: ChatClientConfig = field(default_factory=ChatClientConfig)
     cross_check: LexicalGraderConfig | None = field(default_factory=LexicalGraderConfig)
-    on_failure: str = "raise"  # raise | skip (ungraded answers are counted, never marked wrong)
+    on_failure: OnFailure = OnFailure[
+        "raise"
+    ]  # raise | skip (ungraded answers are counted, never marked wrong)
 
 
 @dataclass
@@ -337,7 +358,7 @@ class Resume(Enum):
 class SealConfig:
     """Top level. `stage` picks the job; groups are filled by conf/config.yaml's defaults list."""
 
-    stage: str = "evaluate"
+    stage: Stage = Stage.evaluate
     seed: int = 0
     device: str = "auto"
     run_dir: str = "${hydra:runtime.output_dir}"

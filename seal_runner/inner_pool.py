@@ -15,9 +15,12 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from seal_runner.lora.trainer import InnerJob, InnerResult
+from seal_runner.lora.updater import InnerUpdater
+from seal_runner.models import load_tokenizer
 
 Trained = list[tuple[InnerJob, InnerResult, Path | None]]
 
@@ -70,11 +73,6 @@ def _next(results, workers) -> tuple[str, object]:
 
 def _work(device, threads, lora, model_path, dtype, groups, adapter_root, results) -> None:
     try:
-        import torch
-
-        from seal_runner.inner import InnerUpdater
-        from seal_runner.models import load_tokenizer
-
         if device == "cpu":
             torch.set_num_threads(threads)
         updater = InnerUpdater(OmegaConf.create(lora), model_path, load_tokenizer(model_path), device, dtype)

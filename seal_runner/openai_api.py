@@ -28,11 +28,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import openai
+
+from seal_runner.choices import OnFailure, OpenAIApi
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,7 @@ PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 Messages = list[dict[str, str]]
-OnFailure = Literal["raise", "skip"]
-API = Literal["chat", "completions"]
-ENDPOINT_PATHS: dict[str, str] = {"chat": "chat/completions", "completions": "completions"}
+ENDPOINT_PATHS = {OpenAIApi.chat: "chat/completions", OpenAIApi.completions: "completions"}
 
 
 def price_per_mtok(model: str) -> tuple[float, float]:
@@ -165,13 +165,13 @@ class DiskCache:
         os.replace(tmp.name, path)
 
 
-def parse_reply(body: str, api: API = "chat") -> tuple[str, int, int, str | None]:
+def parse_reply(body: str, api: OpenAIApi = OpenAIApi.chat) -> tuple[str, int, int, str | None]:
     """(text, prompt_tokens, completion_tokens, finish_reason) from a chat-completions or completions
     JSON body, or MalformedReply."""
     try:
         data = json.loads(body)
         choice = data["choices"][0]
-        content = choice["message"]["content"] if api == "chat" else choice["text"]
+        content = choice["message"]["content"] if api == OpenAIApi.chat else choice["text"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise MalformedReply(f"unusable reply ({type(exc).__name__}): {body[:200]!r}") from exc
     if not isinstance(content, str):
@@ -225,13 +225,13 @@ class ChatClient:
         backoff_max: float = 30.0,
         timeout: float = 60.0,
         cache_dir: str | os.PathLike[str] | None = None,
-        api: API = "chat",
+        api: OpenAIApi = OpenAIApi.chat,
     ) -> None:
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
-        if api not in ENDPOINT_PATHS:
-            raise ValueError(f"api must be one of {sorted(ENDPOINT_PATHS)}, got {api!r}")
-        self.model, self.api = model, api
+        if api not in ENDPOINT_PATHS:  # a config's api was checked at composition, not a caller's
+            raise ValueError(f"api must be one of {OpenAIApi.values()}, got {api!r}")
+        self.model, self.api = model, OpenAIApi(api)
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.endpoint = f"{self.base_url}/{ENDPOINT_PATHS[api]}"
         self.max_concurrency, self.max_retries = max_concurrency, max_retries
@@ -250,13 +250,13 @@ class ChatClient:
         return f"ChatClient(model={self.model!r}, endpoint={self.endpoint!r})"
 
     def complete_many(
-        self, conversations: list[Messages], *, on_failure: OnFailure = "raise", **sampling: Any
+        self, conversations: list[Messages], *, on_failure: OnFailure = OnFailure["raise"], **sampling: Any
     ) -> list[ChatResult]:
         """Chat conversations to the client's model; see `request_many`."""
         return self.request_many([Request(c) for c in conversations], on_failure=on_failure, **sampling)
 
     def request_many(
-        self, requests: list[Request], *, on_failure: OnFailure = "raise", **sampling: Any
+        self, requests: list[Request], *, on_failure: OnFailure = OnFailure["raise"], **sampling: Any
     ) -> list[ChatResult]:
         """Synchronous entry point; from inside a running event loop the batch runs on a worker thread."""
         batch = self.arequest_many(requests, on_failure=on_failure, **sampling)
@@ -268,11 +268,11 @@ class ChatClient:
             return pool.submit(asyncio.run, batch).result()
 
     async def arequest_many(
-        self, requests: list[Request], *, on_failure: OnFailure = "raise", **sampling: Any
+        self, requests: list[Request], *, on_failure: OnFailure = OnFailure["raise"], **sampling: Any
     ) -> list[ChatResult]:
         """Results in input order. The openai client is per batch because it is bound to one event loop."""
-        if on_failure not in ("raise", "skip"):
-            raise ValueError(f"on_failure must be 'raise' or 'skip', got {on_failure!r}")
+        if on_failure not in OnFailure.values():
+            raise ValueError(f"on_failure must be one of {OnFailure.values()}, got {on_failure!r}")
         api = openai.AsyncOpenAI(
             api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout
         )
@@ -351,7 +351,7 @@ class ChatClient:
                 await asyncio.sleep(wait)
         self.stats.add(failures=1)
         failure = APIFailure(self.endpoint, model, last_error, attempts)
-        if on_failure == "raise":
+        if on_failure == OnFailure["raise"]:
             raise failure
         log.warning("%s", failure)
         return ChatResult(text=None, error=str(failure), attempts=attempts)
@@ -360,7 +360,7 @@ class ChatClient:
         self, api: openai.AsyncOpenAI, model: str, content: Messages | str, sampling: dict[str, Any]
     ) -> tuple[str, int, int, str | None]:
         """Parse the body ourselves: the SDK's lenient parsing would let garbage or missing choices through."""
-        if self.api == "chat":
+        if self.api == OpenAIApi.chat:
             raw = await api.chat.completions.with_raw_response.create(
                 model=model, messages=content, **sampling
             )

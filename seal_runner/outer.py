@@ -15,6 +15,8 @@ import json
 import logging
 import math
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import asdict
@@ -243,10 +245,46 @@ def train_sft(
         shutil.rmtree(stale, ignore_errors=True)  # left by a run killed mid-save
     processes = sft_processes(cfg.num_processes)
     if processes > 1:
-        from seal_runner.sft_launch import launch
-
-        return launch(model_path, pairs, out_dir, cfg, dtype, processes)
+        return launch_sft(model_path, pairs, out_dir, cfg, dtype, processes)
     return fit_sft(model_path, pairs, out_dir, cfg, device, dtype)
+
+
+def launch_sft(
+    model_path: str, pairs: list[tuple[str, str]], out_dir: Path, cfg: SFTConfig, dtype: str, processes: int
+) -> dict:
+    """`fit_sft` as `processes` data-parallel processes: the job goes to a file beside the output and
+    `accelerate launch --multi_gpu --num_processes N -m seal_runner.sft_launch <job>` runs it (see
+    that module); rank 0 publishes the checkpoint with its marker, whose stats are returned, so the
+    caller sees the same result as an in-process `fit_sft`."""
+    job = out_dir.parent / f".{out_dir.name}.sft-job-{uuid.uuid4().hex[:12]}.json"
+    job.write_text(
+        json.dumps(
+            {
+                "model_path": model_path,
+                "pairs": pairs,
+                "out_dir": str(out_dir),
+                "cfg": asdict(cfg),
+                "dtype": dtype,
+            }
+        )
+    )
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "seal_runner.sft_launch", str(job),
+    ]  # fmt: skip
+    try:
+        code = subprocess.run(command, check=False).returncode
+    finally:
+        job.unlink(missing_ok=True)
+    stats = read_done(out_dir)
+    if code != 0 or stats is None:
+        raise RuntimeError(
+            f"policy SFT under accelerate launch ({processes} processes) exited with code {code}; its "
+            f"processes' errors are in the log above. Command: {' '.join(command)}"
+        )
+    return stats
 
 
 def sft_processes(requested: int) -> int:

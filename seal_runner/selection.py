@@ -27,19 +27,32 @@ import math
 import statistics
 from collections.abc import Iterable
 
-RULES = ("best_of_k", "positive_gain", "threshold", "all_positive")
+from seal_runner.choices import Choice
+
 EPS = 1e-9
 
 
-def select(candidates: Iterable[dict], rule: str, threshold: float = 0.0) -> list[dict]:
+class SelectionRule(Choice):
+    """`restem.selection`: the rules above."""
+
+    best_of_k = "best_of_k"
+    positive_gain = "positive_gain"
+    threshold = "threshold"
+    all_positive = "all_positive"
+
+
+def select(candidates: Iterable[dict], rule: SelectionRule | str, threshold: float = 0.0) -> list[dict]:
     """The selected candidate dicts themselves (not copies), ordered by (context, sample).
 
-    `threshold` is read only by the `threshold` rule.
+    `threshold` is read only by the `threshold` rule. A config's rule was checked at composition; a
+    plain string from Python is checked here.
     """
-    if rule not in RULES:
-        raise ValueError(f"unknown selection rule {rule!r}; choose one of {', '.join(RULES)}")
+    if rule not in SelectionRule.values():
+        raise ValueError(
+            f"unknown selection rule {rule!r}; choose one of {', '.join(SelectionRule.values())}"
+        )
     groups = group_by_context(candidates)
-    if rule == "all_positive":
+    if rule == SelectionRule.all_positive:
         return [c for _, group in sorted(groups.items()) for c in group if c["reward"] > 0]
     best = [best_candidate(groups[context]) for context in sorted(groups)]
     return [c for c in best if _keeps(c, rule, threshold)]
@@ -47,11 +60,11 @@ def select(candidates: Iterable[dict], rule: str, threshold: float = 0.0) -> lis
 
 def _keeps(best: dict, rule: str, threshold: float) -> bool:
     """Whether a context's best candidate survives the rule's baseline test."""
-    if rule == "best_of_k":
+    if rule == SelectionRule.best_of_k:
         return True
-    if rule == "positive_gain":
+    if rule == SelectionRule.positive_gain:
         return _gain(best) > EPS
-    return _gain(best) >= threshold - EPS  # rule == "threshold"
+    return _gain(best) >= threshold - EPS  # SelectionRule.threshold
 
 
 def best_candidate(group: list[dict]) -> dict:

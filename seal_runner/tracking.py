@@ -17,8 +17,8 @@ _SECRET_KEY = re.compile(r"(api_key|token|secret|password)$", re.IGNORECASE)
 
 
 def public_config(cfg: DictConfig) -> dict:
-    """Resolved plain config with secret-looking values removed (`*_env` names are kept: they are
-    variable names, not secrets)."""
+    """Resolved plain config (closed choices as their strings) with secret-looking values removed
+    (`*_env` names are kept: they are variable names, not secrets)."""
 
     def scrub(node):
         if isinstance(node, dict):

@@ -428,11 +428,11 @@ def test_bad_data_file_on_the_command_line_has_no_traceback(tmp_path, tiny_model
 CHOICES = {
     "unknown reward": (
         ["stage=restem", "restem.reward=oracle"],
-        ["restem.reward='oracle' is unknown", "inner"],
+        ["restem.reward", "Invalid value 'oracle', expected one of [inner, proxy]"],
     ),
     "unknown strategy": (
         ["stage=continual", "continual.strategy=ewc"],
-        ["continual.strategy='ewc'", "retention"],
+        ["continual.strategy", "Invalid value 'ewc'", "merge, replay, isolation, retention"],
     ),
     "retention without candidates": (
         ["stage=continual", "continual.strategy=retention", "continual.candidates=1"],
@@ -441,7 +441,11 @@ CHOICES = {
     "negative SFT processes": (["sft.num_processes=-1"], ["sft.num_processes=-1 must be >= 0"]),
     "unknown inner mode": (
         ["stage=evaluate", "lora.mode=turbo", "conditions=[passage]"],
-        ["lora.mode must be"],
+        ["lora.mode", "Invalid value 'turbo', expected one of [fast, reference]"],
+    ),
+    "unknown condition": (
+        ["stage=evaluate", "conditions=[base,nosuch]"],
+        ["conditions: ['nosuch'] unknown", "base, passage", "selfedit"],
     ),
 }
 if not torch.cuda.is_available():

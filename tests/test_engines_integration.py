@@ -6,8 +6,8 @@ import pytest
 
 from seal_runner.config import LoraConfig
 from seal_runner.engines.base import LoraAdapter, Sampling
-from seal_runner.inner import InnerUpdater
 from seal_runner.lora.trainer import InnerJob
+from seal_runner.lora.updater import InnerUpdater
 from seal_runner.models import load_tokenizer
 from seal_runner.prompts import PromptFormatter, qa_prompt
 

@@ -15,7 +15,7 @@ import pytest
 
 from seal_runner.domains.knowledge.data import BUILTIN_DEMO, QA, Article, DataError, load_articles
 from seal_runner.graders.base import GradeItem
-from seal_runner.graders.lexical import LexicalGrader, contains_gold, normalize_answer, token_f1
+from seal_runner.graders.lexical import LexicalGrader, LexicalRule, contains_gold, normalize_answer, token_f1
 from seal_runner.records import append_jsonl, derive_seed, read_jsonl, write_json
 
 SHARED = Path(os.environ.get("SEAL_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
@@ -222,7 +222,7 @@ def test_f1_rule_and_threshold() -> None:
     assert not _grade("f1", "Eiffel", "Gustave Eiffel", f1_threshold=0.7)
 
 
-@pytest.mark.parametrize("rule", LexicalGrader.RULES)
+@pytest.mark.parametrize("rule", LexicalRule.values())
 @pytest.mark.parametrize("prediction", ["", "   ", "\n"])
 def test_empty_prediction_is_wrong(rule: str, prediction: str) -> None:
     """As in the paper: an empty answer is graded wrong (never None, never skipped)."""

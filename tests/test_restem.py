@@ -78,9 +78,15 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     # every comparison is paired over the same articles.
     heldout = summary["rounds"][1]["heldout"]
     assert heldout["selfedit"]["samples"] == 2 and len(heldout["per_article"]["passage"]) == 2
-    assert heldout["selfedit"]["ci_low"] <= heldout["selfedit"]["macro_accuracy"] <= heldout["selfedit"]["ci_high"]
+    assert (
+        heldout["selfedit"]["ci_low"]
+        <= heldout["selfedit"]["macro_accuracy"]
+        <= heldout["selfedit"]["ci_high"]
+    )
     assert len((run_dir / "eval/round_1/updates.jsonl").read_text().splitlines()) == 2 * 3
-    assert {"round_1_vs_round_0", "noise_floor", "final_selfedit_vs_own_passage"} <= set(summary["comparisons"])
+    assert {"round_1_vs_round_0", "noise_floor", "final_selfedit_vs_own_passage"} <= set(
+        summary["comparisons"]
+    )
     assert summary["comparisons"]["round_1_vs_round_0"]["n"] == 2
     assert [r["row"] for r in summary["table2"]][-1] == "passage + self-edit (policy after round 1)"
     assert all((run_dir / name).read_bytes()[:4] == b"\x89PNG" for name in ("round_curve.png", "table2.png"))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from seal_runner.selection import RULES, reward_stats, select
+from seal_runner.selection import SelectionRule, reward_stats, select
 
 
 def table(rows: dict[int, tuple[float, list[float]]]) -> list[dict]:
@@ -74,7 +74,7 @@ def test_all_positive_keeps_every_solved_pair():
 def test_unknown_rule_lists_rules():
     with pytest.raises(ValueError) as err:
         select(TABLE, "top_p")
-    assert all(rule in str(err.value) for rule in RULES)
+    assert all(rule in str(err.value) for rule in SelectionRule.values())
 
 
 def test_bad_tables_rejected():

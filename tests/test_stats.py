@@ -68,7 +68,13 @@ def _rounds() -> list[dict]:
     passage = {i: 0.4 for i in range(12)}
     rewards = {"mean_reward": 0.3, "mean_best_of_k": 0.5, "mean_baseline": 0.0}
     return [
-        {"round": 0, "reward": "inner", "heldout": _heldout(start, passage), "rewards": rewards, "chosen": 12},
+        {
+            "round": 0,
+            "reward": "inner",
+            "heldout": _heldout(start, passage),
+            "rewards": rewards,
+            "chosen": 12,
+        },
         {"round": 1, "reward": "inner", "heldout": _heldout(better, passage)},
     ]
 
@@ -94,5 +100,8 @@ def test_table2_rows_and_plots(tmp_path):
     ]
     assert rows[-1]["macro_accuracy"] == pytest.approx(0.6)
     summary = {"experiment": "t", "heldout_articles": 12, "rounds": rounds}
-    for path in (plot_round_curve(summary, tmp_path / "curve.png"), plot_table2(rows, tmp_path / "t2.png", "t")):
+    for path in (
+        plot_round_curve(summary, tmp_path / "curve.png"),
+        plot_table2(rows, tmp_path / "t2.png", "t"),
+    ):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,9 +18,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from seal_runner.choices import OpenAIApi
 from seal_runner.engines.base import Completion, LoraAdapter, Sampling
 from seal_runner.engines.vllm_engine import supported_lora_rank
-from seal_runner.openai_api import API, ChatClient, ChatResult, Request
+from seal_runner.openai_api import ChatClient, ChatResult, Request
 
 ADAPTER_EXISTS = "has already been loaded"  # vLLM's 400 for a name loaded earlier (e.g. by a crashed run)
 
@@ -46,7 +47,7 @@ class OpenAIEngine:
         base_url: str | None = "http://127.0.0.1:8000/v1",
         api_key_env: str = "VLLM_API_KEY",
         model: str | None = None,
-        api: API = "completions",
+        api: OpenAIApi = OpenAIApi.completions,
         max_loras: int = 8,
         max_lora_rank: int = 32,
         max_concurrency: int = 32,
@@ -68,7 +69,7 @@ class OpenAIEngine:
             timeout=timeout,
             api=api,
         )
-        self.applies_chat_template = api == "chat"
+        self.applies_chat_template = api == OpenAIApi.chat
         self.max_loras = max_loras
         self.server_hint = (
             f"start the server with runtime LoRA support: `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve "

@@ -12,6 +12,7 @@ import re
 import string
 from collections import Counter
 
+from seal_runner.choices import Choice
 from seal_runner.graders.base import GradeItem, Verdict
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -39,15 +40,22 @@ def contains_gold(prediction: str, gold: str) -> bool:
     return bool(ref) and f" {ref} " in f" {pred} "
 
 
+class LexicalRule(Choice):
+    """`grader.rule`: the verdicts above."""
+
+    exact = "exact"
+    contains = "contains"
+    f1 = "f1"
+
+
 class LexicalGrader:
     """Deterministic grader; an empty prediction is wrong, as in the paper."""
 
-    RULES = ("exact", "contains", "f1")
-
-    def __init__(self, rule: str = "contains", f1_threshold: float = 0.5) -> None:
-        if rule not in self.RULES:
-            raise ValueError(f"grader.rule must be one of {self.RULES}, got {rule!r}")
-        self.rule, self.f1_threshold = rule, f1_threshold
+    def __init__(self, rule: LexicalRule | str = LexicalRule.contains, f1_threshold: float = 0.5) -> None:
+        # A config's rule was checked at composition; scripts pass plain strings.
+        if rule not in LexicalRule.values():
+            raise ValueError(f"grader.rule must be one of {LexicalRule.values()}, got {rule!r}")
+        self.rule, self.f1_threshold = LexicalRule(rule), f1_threshold
 
     def grade_one(self, item: GradeItem) -> Verdict:
         pred = item.prediction.strip()
@@ -57,9 +65,9 @@ class LexicalGrader:
             "f1": token_f1(pred, item.gold) if pred else 0.0,
         }
         verdict = {
-            "exact": scores["exact"],
-            "contains": scores["contains"],
-            "f1": scores["f1"] >= self.f1_threshold,
+            LexicalRule.exact: scores["exact"],
+            LexicalRule.contains: scores["contains"],
+            LexicalRule.f1: scores["f1"] >= self.f1_threshold,
         }[self.rule]
         return Verdict(correct=bool(verdict), detail={"grader": f"lexical/{self.rule}", **scores})
 

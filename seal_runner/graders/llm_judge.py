@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from seal_runner.choices import OnFailure
 from seal_runner.graders.base import GradeItem, Verdict
 from seal_runner.graders.lexical import LexicalGrader
-from seal_runner.openai_api import ChatClient, ChatResult, OnFailure
+from seal_runner.openai_api import ChatClient, ChatResult
 
 # Reference wording, verbatim (method doc section 2); sent as a single user message.
 JUDGE_PROMPT = (
@@ -61,10 +62,13 @@ class LLMJudgeGrader:
     """
 
     def __init__(
-        self, client: ChatClient, cross_check: LexicalGrader | None = None, on_failure: OnFailure = "raise"
+        self,
+        client: ChatClient,
+        cross_check: LexicalGrader | None = None,
+        on_failure: OnFailure = OnFailure["raise"],
     ) -> None:
-        if on_failure not in ("raise", "skip"):
-            raise ValueError(f"on_failure must be 'raise' or 'skip', got {on_failure!r}")
+        if on_failure not in OnFailure.values():  # a config's value was checked at composition
+            raise ValueError(f"on_failure must be one of {OnFailure.values()}, got {on_failure!r}")
         self.client, self.cross_check, self.on_failure = client, cross_check, on_failure
         self._guard_check = cross_check or LexicalGrader("contains")
         self.counts = dict.fromkeys(

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from seal_runner.choices import LrSchedule
+
 
 class StackedAdamW:
     def __init__(
@@ -98,11 +100,12 @@ def cosine_schedule(step: int, total_steps: int, warmup_steps: int) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-LR_SCHEDULES = {"linear": linear_schedule, "cosine": cosine_schedule}
+LR_SCHEDULES = {LrSchedule.linear: linear_schedule, LrSchedule.cosine: cosine_schedule}
 
 
-def lr_schedule(name: str):
-    """The multiplier function named by `lora.lr_schedule`; unknown names fail naming the choices."""
+def lr_schedule(name: LrSchedule | str):
+    """The multiplier function named by `lora.lr_schedule`. A config's name was checked at
+    composition; a LoraConfig built in Python holds whatever string it was given, checked here."""
     if name not in LR_SCHEDULES:
-        raise ValueError(f"lora.lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {name!r}")
+        raise ValueError(f"lora.lr_schedule must be one of {LrSchedule.values()}, got {name!r}")
     return LR_SCHEDULES[name]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from seal_runner.choices import LossNormalization
 from seal_runner.lora.batching import (
     TrainRow,
     epoch_schedule,
@@ -152,7 +153,9 @@ class FastInnerTrainer:
         denominators: dict[int, float] = {}
         for slot, row in rows:
             per_row = (
-                self.cfg.max_length - 1 if self.cfg.loss_normalization == "reference" else row.num_targets
+                self.cfg.max_length - 1
+                if self.cfg.loss_normalization == LossNormalization.reference
+                else row.num_targets
             )
             denominators[slot] = denominators.get(slot, 0) + per_row
         step_loss = dict.fromkeys(denominators, 0.0)

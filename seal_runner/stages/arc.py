@@ -23,6 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from seal_runner.choices import ArcSource
 from seal_runner.config import SFTConfig
 from seal_runner.domains.arc.data import ARCTask, load_tasks
 from seal_runner.domains.arc.generator import generate_tasks
@@ -37,6 +38,7 @@ from seal_runner.domains.arc.pipeline import (
 )
 from seal_runner.domains.arc.ttt_format import TTTEncoder, grid_format
 from seal_runner.engines.base import LoraAdapter
+from seal_runner.errors import InputError
 from seal_runner.records import derive_seed, read_jsonl, write_json
 from seal_runner.stages.common import Engines, RunContext, setup_run, versions
 
@@ -55,7 +57,7 @@ PAPER = {"icl": 0.0, "ttt_base": 20.0, "seal": 72.5, "oracle": 100.0}
 def load_split(cfg: DictConfig, split: str) -> list[ARCTask]:
     """Training or evaluation tasks from ARC-AGI files or the procedural generator."""
     d = cfg.domain
-    if d.source == "generated":
+    if d.source == ArcSource.generated:
         g = d.generated
         seed = g[f"{split}_seed"]
         tasks = generate_tasks(list(g.families), g[f"{split}_per_family"], seed)
@@ -63,16 +65,14 @@ def load_split(cfg: DictConfig, split: str) -> list[ARCTask]:
             replace(t, task_id=f"{t.task_id}-{split}{seed}", source_id=f"{t.task_id}-{split}{seed}")
             for t in tasks
         ]
-    if d.source == "files":
-        challenges, solutions = d[f"{split}_challenges"], d[f"{split}_solutions"]
-        if not challenges or not Path(challenges).exists():
-            raise FileNotFoundError(
-                f"domain.{split}_challenges={challenges!r} does not exist; fetch ARC-AGI with "
-                "scripts/download_arc.py or use domain.source=generated"
-            )
-        ids = d[f"{split}_task_ids"]
-        return load_tasks(challenges, solutions, task_ids=None if ids is None else list(ids))
-    raise ValueError(f"domain.source must be 'files' or 'generated', got {d.source!r}")
+    challenges, solutions = d[f"{split}_challenges"], d[f"{split}_solutions"]  # ArcSource.files
+    if not challenges or not Path(challenges).exists():
+        raise FileNotFoundError(
+            f"domain.{split}_challenges={challenges!r} does not exist; fetch ARC-AGI with "
+            "scripts/download_arc.py or use domain.source=generated"
+        )
+    ids = d[f"{split}_task_ids"]
+    return load_tasks(challenges, solutions, task_ids=None if ids is None else list(ids))
 
 
 def run_condition(
@@ -193,10 +193,10 @@ def behaviour_clone(ctx: RunContext, policy: str, out: Path) -> tuple[str, dict]
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     if cfg.domain.name != "arc":
-        raise ValueError(f"stage=arc needs domain=arc (got domain.name={cfg.domain.name!r})")
+        raise InputError(f"stage=arc needs domain=arc (got domain.name={cfg.domain.name!r})")
     unknown = set(cfg.conditions) - set(CONDITIONS)
     if unknown:
-        raise ValueError(f"conditions {sorted(unknown)} are not ARC conditions; choose from {CONDITIONS}")
+        raise InputError(f"conditions {sorted(unknown)} are not ARC conditions; choose from {CONDITIONS}")
     ctx = setup_run(cfg)
     d = cfg.domain
     eval_tasks = load_split(cfg, "eval")

@@ -25,13 +25,14 @@ from seal_runner.domains.knowledge.pipeline import answer_units
 from seal_runner.outer import train_on_texts
 from seal_runner.records import read_jsonl, write_json
 from seal_runner.stages.common import setup_run, versions
-from seal_runner.stages.evaluate import rows_for
+from seal_runner.stages.evaluate import check_conditions, rows_for
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
+    check_conditions(cfg)
     ctx = setup_run(cfg)
     d = cfg.domain
     articles = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)

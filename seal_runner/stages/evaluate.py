@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import macro_accuracy, micro_accuracy
 from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, train_adapters
+from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
 from seal_runner.stages.common import RunContext, setup_run, versions
@@ -43,26 +44,35 @@ class Row:
     baseline: str  # the condition holding that model's no-update answers
 
 
+def check_conditions(cfg: DictConfig) -> None:
+    """Fail before any model load when a row of `conditions` is neither built in nor a key of
+    `selfedit_sources` (rows are open-ended: a preset can add sources, so this is no Enum)."""
+    allowed = [*BUILT_IN, *cfg.selfedit_sources]
+    unknown = [name for name in cfg.conditions if name not in allowed]
+    if unknown:
+        raise InputError(
+            f"conditions: {unknown} unknown; a row is built in ({', '.join(BUILT_IN)}) or a key of "
+            f"selfedit_sources ({', '.join(cfg.selfedit_sources)})"
+        )
+
+
 def rows_for(cfg: DictConfig, run_model: str) -> list[Row]:
+    check_conditions(cfg)
     rows = []
     for name in cfg.conditions:
         if name in BUILT_IN:
             rows.append(Row(name, BUILT_IN[name], None, run_model, "base"))
-        elif name in cfg.selfedit_sources:
+        else:
             source = instantiate(cfg.selfedit_sources[name], _recursive_=False)
             policy = source.policy_path(run_model)
             baseline = "base" if policy == run_model else f"{name}/no_update"
             rows.append(Row(name, source.label, source, policy, baseline))
-        else:
-            raise ValueError(
-                f"conditions: {name!r} is neither a built-in row {sorted(BUILT_IN)} nor a key of "
-                f"selfedit_sources {sorted(cfg.selfedit_sources)}"
-            )
     return rows
 
 
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
+    check_conditions(cfg)
     ctx = setup_run(cfg)
     d = cfg.domain
     articles = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)

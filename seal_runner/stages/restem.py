@@ -20,12 +20,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from seal_runner.choices import Reward
 from seal_runner.config import SFTConfig
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies, mean_and_se
 from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
 from seal_runner.domains.knowledge.report import comparisons, plot_round_curve, plot_table2, table2_rows
-from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
 from seal_runner.selection import reward_stats, select
@@ -296,7 +296,7 @@ def proxy_rewards_for(
     return candidates
 
 
-REWARDS = {"inner": inner_rewards, "proxy": proxy_rewards_for}
+REWARDS = {Reward.inner: inner_rewards, Reward.proxy: proxy_rewards_for}
 
 
 def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
@@ -306,8 +306,6 @@ def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
 
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
-    if cfg.restem.reward not in REWARDS:
-        raise InputError(f"restem.reward={cfg.restem.reward!r} is unknown; choose from {sorted(REWARDS)}")
     ctx = setup_run(cfg)
     d = cfg.domain
     heldout = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
@@ -452,7 +450,7 @@ def format_table(summary: dict) -> str:
             ""
             if rewards.get("mean_reward") is None
             else f"{100 * rewards['mean_reward']:.1f} / {100 * rewards['mean_best_of_k']:.1f}"
-            if r["reward"] == "inner"
+            if r["reward"] == Reward.inner  # the proxy's reward is a log-likelihood gain
             else f"{rewards['mean_reward']:+.3f} / {rewards['mean_best_of_k']:+.3f}"
         )
         name = "start" if r["round"] == 0 else f"round {r['round']}"

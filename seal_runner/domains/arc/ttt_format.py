@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seal_runner.choices import GridFormatName
 from seal_runner.domains.arc.data import ARCExample
 from seal_runner.domains.arc.grids import GridLike, format_compact, format_numpy, parse_compact, parse_numpy
 from seal_runner.domains.arc.leave_n import TTTExample
@@ -39,19 +40,20 @@ class GridFormat:
     read: Callable[[str], np.ndarray | None]
 
 
-GRID_FORMATS: dict[str, GridFormat] = {
-    "numpy": GridFormat(
+GRID_FORMATS: dict[GridFormatName, GridFormat] = {
+    GridFormatName.numpy: GridFormat(
         "numpy", "The input-output grids are provided as python arrays:\n", format_numpy, parse_numpy
     ),
-    "compact": GridFormat(
+    GridFormatName.compact: GridFormat(
         "compact", "The input-output grids are provided as rows of digits:\n", format_compact, parse_compact
     ),
 }
 
 
-def grid_format(name: str) -> GridFormat:
+def grid_format(name: GridFormatName | str) -> GridFormat:
+    """A config's name was checked at composition; a plain string from Python is checked here."""
     if name not in GRID_FORMATS:
-        raise ValueError(f"domain.grid_format must be one of {sorted(GRID_FORMATS)}, got {name!r}")
+        raise ValueError(f"domain.grid_format must be one of {GridFormatName.values()}, got {name!r}")
     return GRID_FORMATS[name]
 
 

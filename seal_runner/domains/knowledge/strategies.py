@@ -29,7 +29,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from seal_runner.choices import Choice
 from seal_runner.errors import InputError
+
+
+class ContinualStrategy(Choice):
+    """`continual.strategy`: the strategies above."""
+
+    merge = "merge"
+    replay = "replay"
+    isolation = "isolation"
+    retention = "retention"
 
 
 @dataclass(frozen=True)
@@ -77,19 +87,22 @@ class Retention(Merge):
 
 
 def build_strategy(
-    name: str, replay_sequences: int, candidates: int = 4, retention_lambda: float = 1.0
+    name: ContinualStrategy | str, replay_sequences: int, candidates: int = 4, retention_lambda: float = 1.0
 ) -> Merge:
+    """A config's name was checked at composition; a plain string from Python is checked here."""
     strategies = {
-        "merge": lambda: Merge(),
-        "replay": lambda: Replay(replay_sequences=replay_sequences),
-        "isolation": lambda: Isolation(),
-        "retention": lambda: Retention(candidates=candidates, retention_lambda=retention_lambda),
+        ContinualStrategy.merge: lambda: Merge(),
+        ContinualStrategy.replay: lambda: Replay(replay_sequences=replay_sequences),
+        ContinualStrategy.isolation: lambda: Isolation(),
+        ContinualStrategy.retention: lambda: Retention(
+            candidates=candidates, retention_lambda=retention_lambda
+        ),
     }
     if name not in strategies:
-        raise InputError(f"continual.strategy={name!r} is unknown; choose from {sorted(strategies)}")
-    if name == "replay" and replay_sequences < 1:
+        raise InputError(f"continual.strategy={name!r} is unknown; choose from {ContinualStrategy.values()}")
+    if name == ContinualStrategy.replay and replay_sequences < 1:
         raise InputError(f"continual.replay_sequences={replay_sequences} must be >= 1 for replay")
-    if name == "retention" and candidates < 2:
+    if name == ContinualStrategy.retention and candidates < 2:
         raise InputError(
             f"continual.candidates={candidates} must be >= 2 for retention (it selects among them)"
         )

@@ -1,0 +1,95 @@
+"""Closed choices of the config as Enums, so a typo fails when Hydra composes the config.
+
+OmegaConf checks an Enum-typed field on every assignment: `seal-run lora.mode=banana` stops at
+composition, before anything loads, with "Invalid value 'banana', expected one of [fast, reference]"
+and the key. Overrides are parsed by member name, so every member's name is its value.
+
+Members are `str`s that print as their value (what Python 3.11's StrEnum does, on 3.10 too): a member
+equals its string, formats into messages and paths as it, and is written to JSON as it, so code and
+files that hold plain strings keep working. Choices whose own module is light enough for config.py
+to import (no torch) live there and derive from `Choice`: `restem.selection` (selection.py),
+`continual.strategy` (domains/knowledge/strategies.py) and `grader.rule` (graders/lexical.py).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Choice(str, Enum):
+    """A closed config choice: a `str` whose str() and format() are its value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
+
+    @classmethod
+    def values(cls) -> list[str]:
+        """The allowed values in declaration order, for error messages."""
+        return [member.value for member in cls]
+
+
+class Stage(Choice):
+    """`stage`: the job; each value is the module under seal_runner/stages/ whose `run(cfg)` does it."""
+
+    evaluate = "evaluate"
+    restem = "restem"
+    arc = "arc"
+    continual = "continual"
+    cpt = "cpt"
+
+
+class LoraMode(Choice):
+    """`lora.mode`: K adapters trained together over one base (fast) or the paper's padded bs-1 loop."""
+
+    fast = "fast"
+    reference = "reference"
+
+
+class LossNormalization(Choice):
+    """`lora.loss_normalization`: mean over content tokens, or the paper's ÷ (batch × max_length)."""
+
+    tokens = "tokens"
+    reference = "reference"
+
+
+class LrSchedule(Choice):
+    """`lora.lr_schedule`: linear decay (knowledge) or cosine after warmup (ARC); lora/optim.py."""
+
+    linear = "linear"
+    cosine = "cosine"
+
+
+class Reward(Choice):
+    """`restem.reward`: inner update + graded QA (the paper), or the no-update likelihood proxy."""
+
+    inner = "inner"
+    proxy = "proxy"
+
+
+class ArcSource(Choice):
+    """`domain.source` (ARC): ARC-AGI JSON files or procedurally generated tasks."""
+
+    files = "files"
+    generated = "generated"
+
+
+class GridFormatName(Choice):
+    """`domain.grid_format` (ARC): numpy-style arrays (the paper) or rows of digits; ttt_format.py."""
+
+    numpy = "numpy"
+    compact = "compact"
+
+
+# `grader.on_failure`: an API item that still fails after its retries raises, or is left ungraded.
+# `raise` is a keyword, so the members are declared by name: OnFailure["raise"], OnFailure.skip.
+OnFailure = Choice("OnFailure", [("raise", "raise"), ("skip", "skip")], module=__name__, qualname="OnFailure")
+
+
+class OpenAIApi(Choice):
+    """`engine.api`: raw prompts to /completions (vLLM) or one user message to /chat/completions."""
+
+    completions = "completions"
+    chat = "chat"
