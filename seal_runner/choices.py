@@ -83,6 +83,14 @@ class GridFormatName(Choice):
     compact = "compact"
 
 
+class SelfEditWording(Choice):
+    """`selfedit_prompt.wording` (ARC): the reference's request text and demo layout, or ours (a complete
+    valid example edit and one line per augmentation group); domains/arc/selfedit.py."""
+
+    ours = "ours"
+    reference = "reference"
+
+
 # `grader.on_failure`: an API item that still fails after its retries raises, or is left ungraded.
 # `raise` is a keyword, so the members are declared by name: OnFailure["raise"], OnFailure.skip.
 OnFailure = Choice("OnFailure", [("raise", "raise"), ("skip", "skip")], module=__name__, qualname="OnFailure")

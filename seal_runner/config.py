@@ -24,6 +24,7 @@ from seal_runner.choices import (
     OnFailure,
     OpenAIApi,
     Reward,
+    SelfEditWording,
     Stage,
 )
 from seal_runner.domains.knowledge.strategies import ContinualStrategy
@@ -77,10 +78,13 @@ class SelfEditPromptConfig:
 
 @dataclass
 class ARCSelfEditPromptConfig:
-    """The paper's ARC self-edit request (chat system + user turn); None = the paper's wording as
-    written in seal_runner/domains/arc/selfedit.py (SYSTEM_PROMPT, INSTRUCTION)."""
+    """The paper's ARC self-edit request (chat system + user turn); None = the text of `wording` as
+    written in seal_runner/domains/arc/selfedit.py (SYSTEM_PROMPT; INSTRUCTION or REFERENCE_INSTRUCTION)."""
 
     name: str = "arc_json"
+    # ours (complete example edit, augmentation descriptions) | reference (the repository's text and
+    # demo layout, verbatim)
+    wording: SelfEditWording = SelfEditWording.ours
     system: str | None = None
     instruction: str | None = None
 

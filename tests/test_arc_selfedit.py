@@ -6,9 +6,11 @@ import json
 
 import pytest
 
+from seal_runner.choices import SelfEditWording
 from seal_runner.domains.arc.data import ARCExample
 from seal_runner.domains.arc.selfedit import (
     INSTRUCTION,
+    REFERENCE_INSTRUCTION,
     ParsedSelfEdit,
     ParseError,
     format_demos,
@@ -162,3 +164,38 @@ def test_user_message_is_demos_then_instruction() -> None:
 def test_instruction_example_is_itself_a_valid_self_edit() -> None:
     plan = ttt_plan(parsed(INSTRUCTION), n_examples=10)
     assert plan.num_train_epochs > 0 and plan.note == ""
+
+
+# few-shot/utils/prompts.py of github.com/Continual-Intelligence/SEAL (`self_edit_prompt`), checked verbatim
+REFERENCE_HEAD = (
+    "\nYou are configuring a model training pipeline by selecting from predefined tools.\n\n"
+    "You must make two decisions:\n\n"
+    "1. **Data Generation Tools** \u2014 For each of the following, choose true or false:\n"
+    "    - use_basic_augmentations\n"
+)
+REFERENCE_TAIL = (
+    "### Output Format\n\n"
+    "Respond with a valid JSON object. Do not include any explanation, markdown, or extra text. "
+    "Use lowercase `true`/`false` for booleans and ensure correct JSON syntax.\n\n"
+    'Example output:\n\n{\n  "data_generation": {\n    "use_basic_augmentations": ...,\n'
+)
+
+
+def test_reference_wording_is_the_reference_text_and_layout() -> None:
+    assert REFERENCE_INSTRUCTION.startswith(REFERENCE_HEAD) and REFERENCE_TAIL in REFERENCE_INSTRUCTION
+    assert REFERENCE_INSTRUCTION.endswith('    "num_train_epochs": ...\n  }\n}\n')
+    demos = [ARCExample([[0, 1], [2, 3]], [[4]]), ARCExample([[5]], [[6, 7]])]
+    message = selfedit_user_message(demos, wording=SelfEditWording.reference)
+    # the reference's get_prompt: a blank line after each grid, then "------\n\n" and the text
+    assert message == (
+        "Input:\n0 1\n2 3\n\nOutput:\n4\n\nInput:\n5\n\nOutput:\n6 7\n\n------\n\n" + REFERENCE_INSTRUCTION
+    )
+    # the reference's example has "..." values: it is not a self-edit, so a copy of it is re-sampled
+    assert isinstance(parse_selfedit(REFERENCE_INSTRUCTION), ParseError)
+
+
+def test_an_instruction_string_overrides_either_wording() -> None:
+    demos = [ARCExample([[0]], [[1]])]
+    for wording in SelfEditWording:
+        message = selfedit_user_message(demos, "Do X.", wording)
+        assert message == format_demos(demos, wording) + "Do X."

@@ -208,6 +208,14 @@ def test_group_overrides_beat_the_preset(hydra_ctx: None) -> None:
     assert isinstance(OmegaConf.to_object(cfg.engine), HFEngineConfig)
 
 
+def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
+    """The ARC paper preset selects the reference's behaviour where ours differs (README deviations)."""
+    paper = _compose(["experiment=paper/arc_fewshot"])
+    assert paper.selfedit_prompt.wording == "reference"
+    ours = _compose(["experiment=demo/arc_cpu"])
+    assert ours.selfedit_prompt.wording == "ours"
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [

@@ -30,7 +30,6 @@ from seal_runner.domains.arc.data import ARCTask
 from seal_runner.domains.arc.grids import to_list
 from seal_runner.domains.arc.leave_n import build_ttt_examples
 from seal_runner.domains.arc.selfedit import (
-    INSTRUCTION,
     SYSTEM_PROMPT,
     ParsedSelfEdit,
     ParseError,
@@ -65,7 +64,7 @@ def sample_selfedits(
     budget = cfg.domain.max_sample_attempts
     sampling = Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
     p = cfg.selfedit_prompt
-    wording = {"system": p.system or SYSTEM_PROMPT, "instruction": p.instruction or INSTRUCTION}
+    wording = {"system": p.system or SYSTEM_PROMPT, "instruction": p.instruction, "wording": p.wording}
     prompts = {t.task_id: encoder.chat.selfedit_prompt(t.train, **wording) for t in tasks}
     while True:
         todo = []

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from seal_runner.choices import SelfEditWording
 from seal_runner.domains.arc.data import ARCExample
 from seal_runner.domains.arc.grids import format_rows
 
@@ -61,15 +62,75 @@ Respond with a single valid JSON object and nothing else, in exactly this format
 """
 
 
-def format_demos(demos: Sequence[ARCExample]) -> str:
-    """Per demo "Input:\\n{rows}\\nOutput:\\n{rows}\\n", then the "------\\n\\n" separator."""
-    blocks = [f"Input:\n{format_rows(ex.input)}\nOutput:\n{format_rows(ex.output)}\n" for ex in demos]
+# The reference repository's request (few-shot/utils/prompts.py, `self_edit_prompt`), verbatim: a leading
+# newline, placeholder "..." values in the example and an output-format section.
+REFERENCE_INSTRUCTION = """
+You are configuring a model training pipeline by selecting from predefined tools.
+
+You must make two decisions:
+
+1. **Data Generation Tools** — For each of the following, choose true or false:
+    - use_basic_augmentations
+    - use_size_augmentations
+    - use_chain_augmentations
+    - use_repeat_augmentations
+
+2. **Training Configuration** — Choose one of:
+    - "train_using_all_tokens"
+    - "train_using_output_tokens"
+
+Also specify:
+    - learning_rate (float)
+    - num_train_epochs (integer)
+
+### Output Format
+
+Respond with a valid JSON object. Do not include any explanation, markdown, or extra text. Use lowercase `true`/`false` for booleans and ensure correct JSON syntax.
+
+Example output:
+
+{
+  "data_generation": {
+    "use_basic_augmentations": ...,
+    "use_size_augmentations": ...,
+    "use_chain_augmentations": ...,
+    "use_repeat_augmentations": ...
+  },
+  "training": {
+    "strategy": ...,
+    "learning_rate": ...,
+    "num_train_epochs": ...
+  }
+}
+"""
+
+
+def format_demos(demos: Sequence[ARCExample], wording: SelfEditWording = SelfEditWording.ours) -> str:
+    """Per demo "Input:\\n{rows}\\nOutput:\\n{rows}\\n", then the "------\\n\\n" separator.
+
+    The reference's layout (`wording=reference`) ends each grid with a blank line:
+    "Input:\\n{rows}\\n\\nOutput:\\n{rows}\\n\\n".
+    """
+    gap = "\n" if wording == SelfEditWording.reference else ""
+    blocks = [
+        f"Input:\n{format_rows(ex.input)}\n{gap}Output:\n{format_rows(ex.output)}\n{gap}" for ex in demos
+    ]
     return "".join(blocks) + "------\n\n"
 
 
-def selfedit_user_message(demos: Sequence[ARCExample]) -> str:
-    """The user turn of the self-edit prompt (chat templating and `SYSTEM_PROMPT` are the caller's)."""
-    return format_demos(demos) + INSTRUCTION
+def default_instruction(wording: SelfEditWording) -> str:
+    """The request text `selfedit_prompt.instruction: null` stands for."""
+    return REFERENCE_INSTRUCTION if wording == SelfEditWording.reference else INSTRUCTION
+
+
+def selfedit_user_message(
+    demos: Sequence[ARCExample],
+    instruction: str | None = None,
+    wording: SelfEditWording = SelfEditWording.ours,
+) -> str:
+    """The user turn of the self-edit prompt (chat templating and `SYSTEM_PROMPT` are the caller's);
+    `instruction` None = the wording's own request text."""
+    return format_demos(demos, wording) + (instruction or default_instruction(wording))
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seal_runner.choices import GridFormatName
+from seal_runner.choices import GridFormatName, SelfEditWording
 from seal_runner.domains.arc.data import ARCExample
 from seal_runner.domains.arc.grids import GridLike, format_compact, format_numpy, parse_compact, parse_numpy
 from seal_runner.domains.arc.leave_n import TTTExample
-from seal_runner.domains.arc.selfedit import INSTRUCTION, STRATEGIES, SYSTEM_PROMPT, format_demos
+from seal_runner.domains.arc.selfedit import STRATEGIES, SYSTEM_PROMPT, selfedit_user_message
 from seal_runner.lora.batching import IGNORE_INDEX, TrainRow
 
 ANSWER_END = "#"
@@ -97,10 +97,15 @@ class ChatRenderer:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, **self.kwargs)
 
     def selfedit_prompt(
-        self, demos: Sequence[ARCExample], system: str = SYSTEM_PROMPT, instruction: str = INSTRUCTION
+        self,
+        demos: Sequence[ARCExample],
+        system: str = SYSTEM_PROMPT,
+        instruction: str | None = None,
+        wording: SelfEditWording = SelfEditWording.ours,
     ) -> str:
-        """The self-edit request: system prompt, then demos as digit rows and the tool instructions."""
-        user = format_demos(demos) + instruction
+        """The self-edit request: system prompt, then demos as digit rows and the tool instructions
+        (`instruction` None = the wording's own text)."""
+        user = selfedit_user_message(demos, instruction, wording)
         return self.prompt([{"role": "system", "content": system}, {"role": "user", "content": user}])
 
     def prompt_completion(self, messages: list[dict[str, str]]) -> tuple[str, str]:
