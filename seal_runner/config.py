@@ -130,6 +130,9 @@ class ARCDomainConfig:
     train_samples_per_task: int = 15  # valid self-edits per training task per RL round
     eval_samples_per_task: int = 5  # valid self-edits per evaluation task
     max_sample_attempts: int = 60  # per task: invalid JSON is re-sampled until this many attempts
+    # true: the completion must be one JSON object (the reference's json.loads); false: the first JSON
+    # object anywhere in it (prose and ```json fences around it are ignored)
+    strict_json: bool = False
     skip_duplicate_selfedits: bool = False  # the paper allows duplicates
     grid_format: GridFormatName = GridFormatName.numpy  # numpy (paper) | compact
     chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"date_string": "26 Jul 2024"})

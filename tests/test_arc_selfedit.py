@@ -67,6 +67,31 @@ def test_first_parseable_object_wins() -> None:
     assert parsed(text).num_train_epochs == 3
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "```json\n" + json.dumps(VALID) + "\n```",
+        "Here is my config: " + json.dumps(VALID),
+        json.dumps(VALID) + " Good luck.",
+        json.dumps(VALID) + json.dumps(VALID),
+    ],
+)
+def test_strict_json_takes_only_a_whole_json_document(text: str) -> None:
+    assert parsed(text) == parsed(json.dumps(VALID))  # lenient: the first object is found
+    result = parse_selfedit(text, strict=True)
+    assert isinstance(result, ParseError) and "strict_json" in result.reason
+
+
+def test_strict_json_accepts_what_json_loads_accepts() -> None:
+    edit = parse_selfedit("\n  " + json.dumps(VALID, indent=2) + "\n", strict=True)
+    assert edit == parsed(json.dumps(VALID))
+    for text in ("[1, 2]", "3"):
+        result = parse_selfedit(text, strict=True)
+        assert isinstance(result, ParseError) and "not an object" in result.reason
+    wrong_type = parse_selfedit(edited("training", "num_train_epochs", 3.0), strict=True)
+    assert isinstance(wrong_type, ParseError) and "must be an integer" in wrong_type.reason
+
+
 def test_braces_in_strings_and_prose() -> None:
     text = 'My "plan {draft}": ' + edited("training", "strategy", 'a}"{b')
     assert parsed(text).strategy == 'a}"{b'

@@ -211,9 +211,9 @@ def test_group_overrides_beat_the_preset(hydra_ctx: None) -> None:
 def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     """The ARC paper preset selects the reference's behaviour where ours differs (README deviations)."""
     paper = _compose(["experiment=paper/arc_fewshot"])
-    assert paper.selfedit_prompt.wording == "reference"
+    assert paper.selfedit_prompt.wording == "reference" and paper.domain.strict_json is True
     ours = _compose(["experiment=demo/arc_cpu"])
-    assert ours.selfedit_prompt.wording == "ours"
+    assert ours.selfedit_prompt.wording == "ours" and ours.domain.strict_json is False
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ def sample_selfedits(
 
 def _attempt_record(tid: str, attempt: int, prompt: str, completion, earlier: list[dict], cfg) -> dict:
     text = completion.text.strip()
-    parsed = parse_selfedit(text)
+    parsed = parse_selfedit(text, strict=cfg.domain.strict_json)
     record = {
         "task": tid,
         "attempt": attempt,

@@ -153,9 +153,13 @@ class ParseError:
     reason: str
 
 
-def parse_selfedit(text: str) -> ParsedSelfEdit | ParseError:
-    """Parse the first JSON object in `text` (prose and ```json fences around it are ignored)."""
-    config = _first_json_object(text)
+def parse_selfedit(text: str, *, strict: bool = False) -> ParsedSelfEdit | ParseError:
+    """Parse the first JSON object in `text` (prose and ```json fences around it are ignored).
+
+    `strict`: the whole text must be one JSON object, as the reference's `json.loads(text)` demands
+    (anything else is re-sampled there), so a fenced or commented edit is a parse error.
+    """
+    config = _whole_json_object(text) if strict else _first_json_object(text)
     if isinstance(config, ParseError):
         return config
     sections = {}
@@ -179,6 +183,16 @@ def parse_selfedit(text: str) -> ParsedSelfEdit | ParseError:
         learning_rate=None if learning_rate is None else float(learning_rate),
         num_train_epochs=training.get("num_train_epochs"),
     )
+
+
+def _whole_json_object(text: str) -> dict | ParseError:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return ParseError(f"not one JSON document (domain.strict_json): {err}")
+    if not isinstance(value, dict):
+        return ParseError(f"the JSON document is a {type(value).__name__}, not an object")
+    return value
 
 
 def _first_json_object(text: str) -> dict | ParseError:
