@@ -83,6 +83,13 @@ class GridFormatName(Choice):
     compact = "compact"
 
 
+class EvalQueryRule(Choice):
+    """`domain.eval_queries` (ARC): how orders and variants are drawn; domains/arc/voting.py."""
+
+    ours = "ours"
+    reference = "reference"
+
+
 class SelfEditWording(Choice):
     """`selfedit_prompt.wording` (ARC): the reference's request text and demo layout, or ours (a complete
     valid example edit and one line per augmentation group); domains/arc/selfedit.py."""

@@ -17,6 +17,7 @@ from omegaconf import MISSING
 
 from seal_runner.choices import (
     ArcSource,
+    EvalQueryRule,
     GridFormatName,
     LoraMode,
     LossNormalization,
@@ -141,7 +142,10 @@ class ARCDomainConfig:
     max_grid_side: int = 30
     max_ttt_examples: int = 250
     step_cap: int = 375  # epochs x examples / batch above this -> 0 epochs
-    eval_permutations: int = 2
+    eval_permutations: int = 2  # orders per leave-one-out subset, the original included
+    # ours: distinct orders, every variant kept | reference: original + random shuffles, repeated
+    # queries dropped, a variant equal to an earlier query skipped (domains/arc/voting.py)
+    eval_queries: EvalQueryRule = EvalQueryRule.ours
     eval_variants: list[str] = field(
         default_factory=lambda: ["transpose", "flip_ud", "flip_lr", "rotate_90", "rotate_180"]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from seal_runner.choices import EvalQueryRule
 from seal_runner.domains.arc.augment import IDENTITY, reflect
 from seal_runner.domains.arc.data import ARCExample
 from seal_runner.domains.arc.voting import GEOMETRIC_VARIANTS, build_eval_queries, is_solved, vote
@@ -43,6 +44,51 @@ def test_identical_demos_do_not_loop_forever() -> None:
     same = demos(1) * 3
     queries = build_eval_queries(same, np.zeros((2, 3), dtype=int), np.random.default_rng(0), variants=())
     assert len(queries) == 3 and all(q.transform is IDENTITY for q in queries)
+
+
+def test_reference_queries_are_the_original_plus_shuffles_without_repeats() -> None:
+    d = demos(4)
+    rng = np.random.default_rng(3)
+    queries = build_eval_queries(
+        d, np.zeros((2, 3), dtype=int), rng, n_permutations=3, rule=EvalQueryRule.reference
+    )
+    identity = [q for q in queries if q.category == "identity"]
+    assert len({q.key for q in queries}) == len(queries)  # no prompt is asked twice
+    for i in range(4):  # every leave-one-out subset: the original order first, then up to 2 shuffles
+        subset = tuple(x for j, x in enumerate(d) if j != i)
+        mine = [q.demos for q in identity if set(q.demos) == set(subset)]
+        assert mine[0] == subset and 1 <= len(mine) <= 3
+    # 3 demos -> subsets of 2, which have only 2 orders: the 2 shuffles repeat and are dropped
+    small = build_eval_queries(
+        demos(3),
+        np.zeros((2, 3), dtype=int),
+        rng,
+        n_permutations=3,
+        variants=(),
+        rule=EvalQueryRule.reference,
+    )
+    assert 3 <= len(small) <= 6 and len({q.key for q in small}) == len(small)
+
+
+def test_reference_skips_a_variant_equal_to_an_earlier_query() -> None:
+    # every grid is symmetric under flip_lr, so the flipped query is an identity query asked again
+    mirror = [ARCExample([[1, 2, 1], [3, 4, 3]], [[v, 0, v]]) for v in (5, 6, 7)]
+    test_input = np.array([[8, 9, 8]])
+    for seed in range(5):
+        ref = build_eval_queries(
+            mirror, test_input, np.random.default_rng(seed), rule=EvalQueryRule.reference
+        )
+        ours = build_eval_queries(mirror, test_input, np.random.default_rng(seed))
+        variants = [q.category for q in ref if q.category != "identity"]
+        # flip_lr is always a repeat; rotate_180 = flip_ud and rotate_90 = transpose of such a grid,
+        # so those are repeats when they were drawn from the same base query
+        assert "flip_lr" not in variants and {"transpose", "flip_ud"} <= set(variants)
+        assert len({q.key for q in ref}) == len(ref)
+        assert [q.category for q in ours if q.category != "identity"] == [t.name for t in GEOMETRIC_VARIANTS]
+    # constant grids look the same under every transform: only the identity queries are left
+    flat = [ARCExample(np.full((2, 2), v), np.full((2, 2), v + 1)) for v in (1, 2, 3)]
+    ref = build_eval_queries(flat, np.full((2, 2), 4), np.random.default_rng(0), rule=EvalQueryRule.reference)
+    assert {q.category for q in ref} == {"identity"}
 
 
 def test_variants_need_an_inverse() -> None:

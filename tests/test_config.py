@@ -212,8 +212,10 @@ def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     """The ARC paper preset selects the reference's behaviour where ours differs (README deviations)."""
     paper = _compose(["experiment=paper/arc_fewshot"])
     assert paper.selfedit_prompt.wording == "reference" and paper.domain.strict_json is True
+    assert paper.domain.eval_queries == "reference" and paper.domain.eval_permutations == 3
     ours = _compose(["experiment=demo/arc_cpu"])
     assert ours.selfedit_prompt.wording == "ours" and ours.domain.strict_json is False
+    assert ours.domain.eval_queries == "ours"
 
 
 @pytest.mark.parametrize(

@@ -234,6 +234,7 @@ def eval_queries(cfg, encoder: TTTEncoder, task: ARCTask) -> tuple[list[tuple], 
         rng,
         n_permutations=d.eval_permutations,
         variants=[VARIANTS[name] for name in d.eval_variants],
+        rule=d.eval_queries,
     )
     limit = cfg.model.max_model_len - d.answer_max_tokens
     kept = []

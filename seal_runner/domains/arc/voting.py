@@ -1,7 +1,11 @@
 """Evaluation queries, hierarchical voting and pass@2 scoring for ARC (paper §3).
 
-One test input is asked many ways: every leave-one-out subset of the demos in two orders, plus up to five
-geometric variants of random queries (the answer is mapped back with the inverse transform). Answers are
+One test input is asked many ways: every leave-one-out subset of the demos in several orders, plus up to
+five geometric variants of random queries (the answer is mapped back with the inverse transform). Two
+rules draw them (`domain.eval_queries`): ours takes `n_permutations` distinct orders per subset and keeps
+every variant; the reference (few-shot/inference/preprocess.py) takes the original order and
+`n_permutations - 1` random shuffles, drops repeated queries, and skips a variant that equals an earlier
+query (a symmetric task would otherwise vote twice with one answer). Answers are
 then voted on in two levels, which is more robust than one flat vote because a transform that the model
 handles badly can only contribute its own top three candidates:
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seal_runner.choices import EvalQueryRule
 from seal_runner.domains.arc.augment import (
     FLIP_LR,
     FLIP_UD,
@@ -61,6 +66,11 @@ class EvalQuery:
     def restore(self, grid: np.ndarray) -> np.ndarray:
         return self.transform.inverse(grid)
 
+    @property
+    def key(self) -> tuple:
+        """What the model sees (demos and test input); equal keys are the same prompt."""
+        return self.demos, grid_key(self.test_input)
+
 
 def build_eval_queries(
     demos: Sequence[ARCExample],
@@ -69,22 +79,26 @@ def build_eval_queries(
     *,
     n_permutations: int = N_PERMUTATIONS,
     variants: Sequence[Augmenter] = GEOMETRIC_VARIANTS,
+    rule: EvalQueryRule = EvalQueryRule.ours,
 ) -> list[EvalQuery]:
     """Identity queries (leave-one-out subsets x orders), then one variant per transform in `variants`.
 
-    The first order of a subset is the original; the others are distinct random orders (fewer when the
-    subset has fewer orders). A single demo is used as is, since leaving it out would leave nothing.
+    The first order of a subset is the original. `rule=ours`: the others are distinct random orders
+    (fewer when the subset has fewer orders). `rule=reference`: `n_permutations - 1` random shuffles,
+    a query equal to an earlier one dropped, and a variant equal to an earlier query skipped. A single
+    demo is used as is, since leaving it out would leave nothing.
     """
     subsets = [list(demos)] if len(demos) < 2 else [[*demos[:i], *demos[i + 1 :]] for i in range(len(demos))]
+    draw = _shuffled_orders if rule == EvalQueryRule.reference else _distinct_orders
+    drop_repeats = rule == EvalQueryRule.reference
+    seen: set[tuple] = set()
     identity = []
     for subset in subsets:
-        orders = [tuple(subset)]
-        for _ in range(min(n_permutations, _distinct_orders(subset)) - 1):
-            order = tuple(subset)
-            while order in orders:
-                order = tuple(shuffle_examples(subset, rng))
-            orders.append(order)
-        identity += [EvalQuery(order, test_input, IDENTITY) for order in orders]
+        for order in draw(subset, n_permutations, rng):
+            query = EvalQuery(order, test_input, IDENTITY)
+            if not (drop_repeats and query.key in seen):
+                seen.add(query.key)
+                identity.append(query)
     transformed = []
     for transform in variants:
         if transform.inverse is None:
@@ -93,11 +107,34 @@ def build_eval_queries(
             )
         base = identity[int(rng.integers(len(identity)))]
         demos_t = tuple(transform.apply(ex) for ex in base.demos)
-        transformed.append(EvalQuery(demos_t, transform.forward(base.test_input), transform))
+        query = EvalQuery(demos_t, transform.forward(base.test_input), transform)
+        if not (drop_repeats and query.key in seen):
+            seen.add(query.key)
+            transformed.append(query)
     return identity + transformed
 
 
-def _distinct_orders(examples: Sequence[ARCExample]) -> int:
+def _distinct_orders(
+    subset: Sequence[ARCExample], n_orders: int, rng: np.random.Generator
+) -> list[tuple[ARCExample, ...]]:
+    """The original order, then distinct random orders until `n_orders` (or all there are)."""
+    orders = [tuple(subset)]
+    for _ in range(min(n_orders, _count_orders(subset)) - 1):
+        order = tuple(subset)
+        while order in orders:
+            order = tuple(shuffle_examples(subset, rng))
+        orders.append(order)
+    return orders
+
+
+def _shuffled_orders(
+    subset: Sequence[ARCExample], n_orders: int, rng: np.random.Generator
+) -> list[tuple[ARCExample, ...]]:
+    """The original order, then `n_orders - 1` random shuffles (repeats included; the caller drops them)."""
+    return [tuple(subset)] + [tuple(shuffle_examples(subset, rng)) for _ in range(n_orders - 1)]
+
+
+def _count_orders(examples: Sequence[ARCExample]) -> int:
     """Number of distinct orderings (equal demos are interchangeable), so the draw loop always ends."""
     count = math.factorial(len(examples))
     for multiplicity in Counter(examples).values():
