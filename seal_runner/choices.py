@@ -90,6 +90,13 @@ class EvalQueryRule(Choice):
     reference = "reference"
 
 
+class VoteRule(Choice):
+    """`domain.voting` (ARC): our two-level vote (voting.py) or the reference's (reference_vote.py)."""
+
+    ours = "ours"
+    reference = "reference"
+
+
 class SelfEditWording(Choice):
     """`selfedit_prompt.wording` (ARC): the reference's request text and demo layout, or ours (a complete
     valid example edit and one line per augmentation group); domains/arc/selfedit.py."""

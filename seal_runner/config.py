@@ -27,6 +27,7 @@ from seal_runner.choices import (
     Reward,
     SelfEditWording,
     Stage,
+    VoteRule,
 )
 from seal_runner.domains.knowledge.strategies import ContinualStrategy
 from seal_runner.graders.lexical import LexicalRule
@@ -146,6 +147,9 @@ class ARCDomainConfig:
     # ours: distinct orders, every variant kept | reference: original + random shuffles, repeated
     # queries dropped, a variant equal to an earlier query skipped (domains/arc/voting.py)
     eval_queries: EvalQueryRule = EvalQueryRule.ours
+    # ours: per-category top 3, ranked by categories | reference: the repository's vote, with an "all"
+    # category and majority-grid fillers (domains/arc/reference_vote.py)
+    voting: VoteRule = VoteRule.ours
     eval_variants: list[str] = field(
         default_factory=lambda: ["transpose", "flip_ud", "flip_lr", "rotate_90", "rotate_180"]
     )

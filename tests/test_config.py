@@ -213,9 +213,10 @@ def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     paper = _compose(["experiment=paper/arc_fewshot"])
     assert paper.selfedit_prompt.wording == "reference" and paper.domain.strict_json is True
     assert paper.domain.eval_queries == "reference" and paper.domain.eval_permutations == 3
+    assert paper.domain.voting == "reference"
     ours = _compose(["experiment=demo/arc_cpu"])
     assert ours.selfedit_prompt.wording == "ours" and ours.domain.strict_json is False
-    assert ours.domain.eval_queries == "ours"
+    assert ours.domain.eval_queries == "ours" and ours.domain.voting == "ours"
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seal_runner.choices import VoteRule
 from seal_runner.domains.arc.augment import (
     FLIP_LR,
     FLIP_UD,
@@ -29,6 +30,7 @@ from seal_runner.domains.arc.augment import (
 from seal_runner.domains.arc.data import ARCTask
 from seal_runner.domains.arc.grids import to_list
 from seal_runner.domains.arc.leave_n import build_ttt_examples
+from seal_runner.domains.arc.reference_vote import reference_vote
 from seal_runner.domains.arc.selfedit import (
     SYSTEM_PROMPT,
     ParsedSelfEdit,
@@ -211,7 +213,7 @@ def answer_units(
         new = []
         for index, (key, task, _) in enumerate(chunk):
             mine = [(q, c) for q, c, o in zip(queries, completions, owners, strict=True) if o == index]
-            new.append(_score(key, task, mine, per_task[task.task_id][1], encoder))
+            new.append(_score(key, task, mine, per_task[task.task_id][1], encoder, cfg.domain.voting))
         append_jsonl(path, new)
         done.update({r["key"]: r for r in new})
     return done
@@ -245,12 +247,14 @@ def eval_queries(cfg, encoder: TTTEncoder, task: ARCTask) -> tuple[list[tuple], 
     return kept, len(queries) - len(kept)
 
 
-def _score(key: str, task: ARCTask, answered: list[tuple], dropped: int, encoder: TTTEncoder) -> dict:
+def _score(
+    key: str, task: ARCTask, answered: list[tuple], dropped: int, encoder: TTTEncoder, voting: VoteRule
+) -> dict:
     predictions = []
     for query, completion in answered:
         grid = parse_answer(completion.text, encoder.fmt)
         predictions.append((query.category, None if grid is None else query.restore(grid)))
-    attempts = vote(predictions)
+    attempts = reference_vote(predictions) if voting == VoteRule.reference else vote(predictions)
     (test,) = task.test
     solved = test.output is not None and is_solved([attempts], [test.output])
     return {

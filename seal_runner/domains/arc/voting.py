@@ -13,10 +13,8 @@ handles badly can only contribute its own top three candidates:
 2. overall: candidates ranked by how many categories proposed them, ties going to the identity category's
    candidates, then to more total votes, then to the first seen; the top 2 are the two attempts.
 
-The reference also names row- and column-majority fallbacks for a category with fewer than 3 distinct
-answers. Over the category's own answers (as described), such a grid is always one of those answers
-(with at most two distinct grids, every row and column majority comes from the same grid), so the
-fallback can never add a candidate and is left out.
+The reference's own vote (an extra "all" category, row- and column-majority fillers for a category
+with fewer than 3 distinct answers, pooled candidates) is reference_vote.py, `domain.voting=reference`.
 """
 
 from __future__ import annotations
