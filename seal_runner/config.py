@@ -127,7 +127,9 @@ class ARCDomainConfig:
     train_task_ids: list[str] | None = None  # None = every task in the file
     eval_challenges: str | None = None
     eval_solutions: str | None = None
-    eval_task_ids: list[str] | None = None
+    paper_eval_task_ids: list[str] = field(default_factory=list)  # the paper's 10 (conf/domain/arc.yaml)
+    reference_scored_eval_task_ids: list[str] = field(default_factory=list)  # the 8 the reference scores
+    eval_task_ids: list[str] | None = None  # None = every task in the file
     generated: ARCGeneratedTasksConfig = field(default_factory=ARCGeneratedTasksConfig)
     train_samples_per_task: int = 15  # valid self-edits per training task per RL round
     eval_samples_per_task: int = 5  # valid self-edits per evaluation task

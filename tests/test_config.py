@@ -214,6 +214,15 @@ def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     assert paper.selfedit_prompt.wording == "reference" and paper.domain.strict_json is True
     assert paper.domain.eval_queries == "reference" and paper.domain.eval_permutations == 3
     assert paper.domain.voting == "reference"
+    assert list(paper.domain.eval_task_ids) == [
+        "358ba94e", "59341089", "66e6c45b", "68b67ca3", "903d1b4a",
+        "af24b4cc", "b1fc8b8e", "bc4146bd", "c7d4e6ad", "ce8d95cc",
+    ]  # fmt: skip
+    assert paper.domain.eval_task_ids == paper.domain.paper_eval_task_ids
+    scored = _compose(
+        ["experiment=paper/arc_fewshot", "domain.eval_task_ids=${domain.reference_scored_eval_task_ids}"]
+    )
+    assert set(scored.domain.eval_task_ids) == set(paper.domain.eval_task_ids) - {"358ba94e", "af24b4cc"}
     ours = _compose(["experiment=demo/arc_cpu"])
     assert ours.selfedit_prompt.wording == "ours" and ours.domain.strict_json is False
     assert ours.domain.eval_queries == "ours" and ours.domain.voting == "ours"
