@@ -130,12 +130,12 @@ def test_identical_rerun_leaves_the_stored_config_untouched(compose_cfg, tmp_pat
 
 
 def test_a_dir_without_results_takes_the_new_config(compose_cfg, tmp_path) -> None:
-    """A start that failed before its first record (a bad choice, no memory) can be fixed and rerun."""
+    """A start that failed before its first record (a missing model, no memory) can be fixed and rerun."""
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text("lora: {}\n")
     (run_dir / "seal-run.log").write_text("started\n")
-    check_config(run_dir, fingerprint(compose_cfg("lora.mode=turbo")), Resume.auto)
+    check_config(run_dir, fingerprint(compose_cfg("model.name_or_path=/no/such/model")), Resume.auto)
     fixed = fingerprint(compose_cfg())
     check_config(run_dir, fixed, Resume.auto)
     assert json.loads((run_dir / "run_config.json").read_text()) == {"config": fixed, "overrides": []}
