@@ -470,5 +470,5 @@ def format_table(summary: dict) -> str:
         f"{summary['final_policy']}; plots: {', '.join(summary['plots'].values())}"
     )
     if summary["experiment"] != "demo_seal_effect_cpu":
-        lines.append(f"to see the SEAL effect itself (about 90 min on 2 cores): {LONG_DEMO}")
+        lines.append(f"the long SEAL-effect demo (about 2.5 h on 2 cores): {LONG_DEMO}")
     return "\n".join(lines)
