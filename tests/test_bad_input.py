@@ -159,7 +159,12 @@ class ScriptedEngine:
 GENERATIONS = {
     "empty": (Completion("", 0, "stop"), "empty"),
     "whitespace only": (Completion(" \n\n ", 3, "stop"), "empty"),
-    "endless (cut at max_tokens)": (Completion("1. The lamp is green and " * 40, 160, "length"), "truncated"),
+    # One endless line cut at max_tokens: dropping the unfinished line (domain.drop_cut_line) leaves nothing.
+    "endless (cut at max_tokens)": (Completion("1. The lamp is green and " * 40, 160, "length"), "empty"),
+    "cut mid-line after whole lines": (
+        Completion("The lamp is green.\nThe tower is tall.\nIt was built in 18", 20, "length"),
+        "truncated",
+    ),
 }
 
 
