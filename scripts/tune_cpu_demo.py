@@ -23,7 +23,7 @@ from pathlib import Path
 
 from seal_runner.config import ALL_PROJECTIONS, LoraConfig
 from seal_runner.domains.knowledge.data import load_articles
-from seal_runner.domains.knowledge.evaluate import answer_questions, macro_accuracy
+from seal_runner.domains.knowledge.evaluate import answer_questions, article_accuracies, macro_accuracy
 from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter
 from seal_runner.engines.hf_engine import HFEngine
@@ -99,12 +99,8 @@ def main() -> None:
             ]
             records = answer_questions(engine, grader, formatter, units, 64)
         del updater
-        per_article = {kind: {r["article"]: 0.0 for r in records if r["condition"] == kind} for kind in kinds}
-        counts = {kind: {} for kind in kinds}
-        for r in records:
-            per_article[r["condition"]][r["article"]] += bool(r["correct"])
-            counts[r["condition"]][r["article"]] = counts[r["condition"]].get(r["article"], 0) + 1
-        per_article = {k: {i: v / counts[k][i] for i, v in acc.items()} for k, acc in per_article.items()}
+        accuracy = article_accuracies(records)
+        per_article = {kind: {a: v for (c, a), v in accuracy.items() if c == kind} for kind in kinds}
         shown = []
         for kind in kinds:
             mean, low, high = bootstrap_mean_ci(list(per_article[kind].values()))
