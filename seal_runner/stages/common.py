@@ -62,7 +62,7 @@ class RunContext:
         """Sampling and QA engines for a policy; one instance when both roles choose the same engine.
 
         On CPU, vLLM samples long self-edits fastest while the HF multi-adapter engine answers short
-        questions under many adapters ~3.6x faster (README, Performance), so presets can split them."""
+        questions under many adapters ~3.6x faster (RESULTS.md, "Sampling and QA engines"), so presets can split them."""
         sampler = self.engine_for(model_path)
         qa = sampler if self.cfg.qa_engine == self.cfg.engine else self.engine_for(model_path, "qa_engine")
         return Engines(sampler, qa)
