@@ -1,6 +1,6 @@
 """Collect a Hydra multirun into Markdown tables laid out like the paper's.
 
-    python scripts/make_table.py outputs/multirun/<experiment>/<date>/<time> [--out table.md]
+    python scripts/make_table.py outputs/multirun/<experiment>/<date>/<time> [--out table.md] [--plot]
 
 Every job dir (one holding `.hydra/overrides.yaml`) is one row, labelled by the values of the overrides
 that differ between the jobs of its table (`selfedit_prompt=rewrite` -> "rewrite"); overrides shared by
@@ -14,6 +14,11 @@ stage found in the jobs' summary.json:
 
 Jobs without a summary.json (still running, crashed) are listed as incomplete beneath the tables, so a
 partial sweep is never mistaken for a finished one.
+
+`--plot` also draws each table as a PNG beside the table output (`<out stem>_<stage>.png`, or
+`<multirun dir>/table_<stage>.png` without --out): one bar per job of its headline accuracy (evaluate:
+the last condition it listed; restem: its last round's held-out self-edit accuracy), with the 95% CI
+where the job's summary has one (restem's do), in the same row order as the table.
 """
 
 from __future__ import annotations
@@ -100,6 +105,23 @@ def restem_columns(summary: dict) -> dict[str, str]:
 
 
 COLUMNS = {"evaluate": evaluate_columns, "restem": restem_columns}
+
+
+def evaluate_headline(summary: dict) -> tuple[str, dict | None]:
+    """The last condition the run listed: a Table 2 run lists its baselines first, its treatment last."""
+    conditions = list(summary.get("conditions", {}).values())
+    return (conditions[-1]["label"], conditions[-1]) if conditions else ("", None)
+
+
+def restem_headline(summary: dict) -> tuple[str, dict | None]:
+    """Held-out self-edit accuracy of the last policy the run evaluated: what its rounds of training gave."""
+    rounds = summary.get("rounds", [])
+    if not rounds:
+        return "", None
+    return f"round {rounds[-1]['round']} policy's self-edits", rounds[-1].get("heldout", {}).get("selfedit")
+
+
+HEADLINES = {"evaluate": evaluate_headline, "restem": restem_headline}
 CAPTIONS = {
     "evaluate": "Accuracy per condition (macro over articles, % ± SE)",
     "restem": "Held-out accuracy with self-edits per ReSTEM round (macro over articles, % ± SE)",
@@ -121,11 +143,20 @@ def markdown_table(stage: str, jobs: list[Job]) -> str:
     return "\n".join(lines)
 
 
+def by_stage(jobs: list[Job]) -> dict[str, list[Job]]:
+    """The jobs that can be tabulated, grouped by stage in first-seen order."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.summary is not None and job.summary.get("stage") in COLUMNS:
+            groups.setdefault(job.summary["stage"], []).append(job)
+    return groups
+
+
 def render(root: Path, jobs: list[Job]) -> str:
     """All stage tables, then the jobs that cannot be tabulated (incomplete or of an unknown stage)."""
-    done = [j for j in jobs if j.summary is not None and j.summary.get("stage") in COLUMNS]
-    stages = list(dict.fromkeys(j.summary["stage"] for j in done))
-    blocks = [markdown_table(s, [j for j in done if j.summary["stage"] == s]) for s in stages]
+    groups = by_stage(jobs)
+    blocks = [markdown_table(stage, stage_jobs) for stage, stage_jobs in groups.items()]
+    done = [j for stage_jobs in groups.values() for j in stage_jobs]
     left = [j for j in jobs if j not in done]
     if left:
         lines = [f"incomplete ({len(left)} of {len(jobs)} jobs):"]
@@ -136,10 +167,38 @@ def render(root: Path, jobs: list[Job]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def write_plots(jobs: list[Job], stem: Path) -> list[Path]:
+    """One PNG per stage table (`<stem>_<stage>.png`): a bar per job with a headline accuracy, labelled as
+    its table row; what the accuracy is goes in the title when all bars share it, else on each bar."""
+    # Imported here: the tables need neither matplotlib nor the package, so plain tabulating stays light.
+    from seal_runner.domains.knowledge.report import plot_table2
+
+    paths = []
+    for stage, stage_jobs in by_stage(jobs).items():
+        header, labels, _ = row_labels(stage_jobs)
+        bars = []
+        for job in stage_jobs:
+            what, result = HEADLINES[stage](job.summary)
+            if result and result.get("macro_accuracy") is not None:
+                bars.append((labels[job.path], what, result))
+        if not bars:
+            continue
+        bars.sort(key=lambda bar: bar[0])
+        shared = len({what for _, what, _ in bars}) == 1
+        rows = [{**result, "row": label if shared else f"{label}: {what}"} for label, what, result in bars]
+        title = f"{stage} jobs by {header}" + (f": {bars[0][1]}" if shared else "")
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        paths.append(plot_table2(rows, stem.with_name(f"{stem.name}_{stage}.png"), title))
+    return paths
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Markdown tables (paper layout) from a Hydra multirun dir.")
     parser.add_argument("multirun_dir", type=Path, help="e.g. outputs/multirun/<experiment>/<date>/<time>")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this file")
+    parser.add_argument(
+        "--plot", action="store_true", help="also draw each table as a bar chart with CIs, beside the table"
+    )
     return parser.parse_args(argv)
 
 
@@ -150,11 +209,19 @@ def main(argv: list[str] | None = None) -> int:
     if not job_dirs:
         print(f"error: {root}: no job dirs (no .hydra/overrides.yaml below it)", file=sys.stderr)
         return 2
-    text = render(root, [read_job(p) for p in job_dirs])
+    jobs = [read_job(p) for p in job_dirs]
+    text = render(root, jobs)
     print(text, end="")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
+    if args.plot:
+        stem = args.out.with_suffix("") if args.out is not None else root / "table"
+        paths = write_plots(jobs, stem)
+        for path in paths:
+            print(f"plot: {path}")
+        if not paths:
+            print("plot: nothing to draw (no finished job has an accuracy)", file=sys.stderr)
     return 0
 
 

@@ -308,6 +308,26 @@ def test_make_table_paper_layout(multirun, tmp_path, capsys):
     assert out.read_text(encoding="utf-8") == EXPECTED_TABLE
 
 
+def test_make_table_plot_draws_one_bar_per_job(tmp_path, capsys):
+    """--plot writes a PNG beside the table for a sweep of restem jobs whose summaries carry CIs."""
+    root = tmp_path / "sweep"
+    for i, (prompt, acc) in enumerate([("rewrite", 0.30), ("self_qa", 0.45), ("implications", 0.25)]):
+        final = _round(1, 0.0, acc, 0.05)
+        final["heldout"]["selfedit"].update(ci_low=acc - 0.1, ci_high=acc + 0.1)
+        _job(
+            root,
+            str(i),
+            [f"selfedit_prompt={prompt}"],
+            {"stage": "restem", "rounds": [_round(0, 0.0, 0.2, 0.05), final]},
+        )
+    out = tmp_path / "tables" / "prompts.md"
+    assert make_table.main([str(root), "--out", str(out), "--plot"]) == 0
+    png = tmp_path / "tables" / "prompts_restem.png"
+    assert f"plot: {png}" in capsys.readouterr().out.splitlines()
+    assert png.stat().st_size > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_make_table_without_jobs_fails(tmp_path, capsys):
     assert make_table.main([str(tmp_path)]) == 2
     assert "no job dirs" in capsys.readouterr().err

@@ -106,7 +106,8 @@ def plot_round_curve(summary: dict, path: Path) -> Path:
 
 
 def plot_table2(rows: list[dict], path: Path, title: str) -> Path:
-    """Table 2 rows as bars with their 95% CIs."""
+    """Table 2 rows as bars with their 95% CIs; any labelled accuracies with optional `ci_low`/`ci_high`
+    draw the same way (scripts/make_table.py --plot: one bar per sweep job)."""
     import matplotlib
 
     matplotlib.use("Agg")
