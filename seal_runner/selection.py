@@ -110,14 +110,21 @@ def _gain(candidate: dict) -> float:
 def reward_stats(candidates: Iterable[dict]) -> dict:
     """Round summary in the paper's terms (its RL table: baseline / mean adapted / best-of-5).
 
-    Means are macro over contexts (per-context mean first, as the paper averages over articles).
-    `within_context_std` is the population std (ddof 0) of rewards inside each context, averaged over
-    contexts with at least two candidates. Values are None where nothing defines them.
+    Means are macro over contexts (per-context mean first, as the paper averages over articles). The
+    two spreads are the reference's (query_server.py), both sample stds (ddof 1):
+    `within_context_std`, the std of the rewards inside each context, averaged over contexts (the
+    spread best-of-k selects from; its mean_adapter_std_over_completions), and `run_to_run_std`, the
+    std of one self-edit's adapted accuracy over its `inner_runs` (the inner seeds), averaged over
+    self-edits (the noise in one reward; its mean_adapter_std_within_completions). A context with
+    one candidate, or a self-edit with fewer than two successful inner runs, has no std and is left
+    out (the reference counts it as 0). Values are None where nothing defines them.
     """
+    candidates = list(candidates)
     groups = group_by_context(candidates)
     rewards = {k: [c["reward"] for c in g] for k, g in groups.items()}
     baselines = [g[0]["baseline"] for g in groups.values() if g[0].get("baseline") is not None]
-    stds = [statistics.pstdev(r) for r in rewards.values() if len(r) > 1]
+    stds = [statistics.stdev(r) for r in rewards.values() if len(r) > 1]
+    runs = [[v for v in c.get("inner_runs", []) if v is not None] for c in candidates]
     mean_reward = _mean([_mean(r) for r in rewards.values()])
     mean_baseline = _mean(baselines) if len(baselines) == len(groups) else None
     return {
@@ -128,6 +135,7 @@ def reward_stats(candidates: Iterable[dict]) -> dict:
         "mean_baseline": mean_baseline,
         "mean_gain": None if mean_reward is None or mean_baseline is None else mean_reward - mean_baseline,
         "within_context_std": _mean(stds),
+        "run_to_run_std": _mean([statistics.stdev(r) for r in runs if len(r) > 1]),
     }
 
 

@@ -177,6 +177,47 @@ def test_single_mid_question_pair_is_plain_lines() -> None:
     assert split_examples(["Who built it?\nAnswer: Ada"]) == ["Who built it?", "Answer: Ada"]
 
 
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        (  # the self_qa prompt's "Question 1: " header, then later pairs after `---` lines
+            "Who built it?\nAnswer: Ada\n---\nQuestion 2: When?\nAnswer: 1901\n---\n"
+            "Question 3: Where?\nAnswer: Paris",
+            [
+                "Question 1: Who built it?\nAnswer: Ada\n---",
+                "Question 2: When?\nAnswer: 1901\n---",
+                "Question 3: Where?\nAnswer: Paris",
+            ],
+        ),
+        (  # blank lines around the separator: the reference keeps "\n" after "---"; we strip it
+            "Question 1: Who?\nAnswer: Ada\n\n---\n\nQuestion 2: When?\nAnswer: 1901\n",
+            ["Question 1: Who?\nAnswer: Ada\n\n---", "Question 2: When?\nAnswer: 1901"],
+        ),
+        (  # a pair cut by `---` stays one example
+            "Question 1: Who?\n---\nAnswer: Ada\nQuestion 2: When?\nAnswer: 1901",
+            ["Question 1: Who?\n---\nAnswer: Ada", "Question 2: When?\nAnswer: 1901"],
+        ),
+        (  # self-QA as a whole, so the preamble segment is the first chunk and gets the prefix
+            "Here are the questions:\n---\nQuestion 1: Who?\nAnswer: Ada",
+            ["Question 1: Here are the questions:\n---", "Question 1: Who?\nAnswer: Ada"],
+        ),
+    ],
+)
+def test_self_qa_with_separators_like_the_reference(completion: str, expected: list[str]) -> None:
+    """Reference: knowledge-incorporation/src/utils.py, `build_train_sequences` with
+    split_newlines=True: when the *whole* completion matches `Question\\s+\\d+:` and `Answer\\s*:`,
+    the `---` segments are discarded and the whole stripped completion is split by
+    `re.split(r'\\n(?=Question\\s+\\d+:)', ...)`, `---` lines staying inside the chunks; only the
+    first chunk gets "Question 1: ", and only when it does not start with "Question". Splitting per
+    `---` segment (as before) turned case 1 into plain lines plus "Question 1: Question 2: When?..."."""
+    assert seqs(completion) == [f"T\n{e}" for e in expected] + [PASSAGE]
+
+
+def test_self_qa_detected_on_the_whole_completion() -> None:
+    """A "Question N:" in one segment and "Answer:" in another: self-QA for the reference too."""
+    assert seqs("Question 1: Who?\n---\nAnswer: Ada") == ["T\nQuestion 1: Who?\n---\nAnswer: Ada", PASSAGE]
+
+
 # --- options --------------------------------------------------------------------------------------
 
 

@@ -102,8 +102,41 @@ def test_reward_stats():
     assert stats["mean_best_of_k"] == pytest.approx((0.8 + 0.5 + 0.4 + 0.6) / 4)
     assert stats["mean_baseline"] == pytest.approx((0.2 + 0.5 + 0.6 + 0.4) / 4)
     assert stats["mean_gain"] == pytest.approx(stats["mean_reward"] - stats["mean_baseline"])
-    # population std of [0.5, 0.3, 0.5, 0.2] is sqrt(0.016875); one-candidate contexts are skipped
+    # sample std (ddof 1, the reference's) of [0.5, 0.3, 0.5, 0.2]: mean 0.375, squared deviations
+    # sum to 0.0675, / 3 = 0.0225, sqrt = 0.15; one-candidate contexts are skipped
     two = table({0: (0.0, [0.5, 0.3, 0.5, 0.2]), 1: (0.0, [0.9])})
-    assert reward_stats(two)["within_context_std"] == pytest.approx(math.sqrt(0.016875))
+    assert reward_stats(two)["within_context_std"] == pytest.approx(0.15)
     empty = reward_stats([])
     assert empty["count"] == 0 and empty["mean_reward"] is None and empty["within_context_std"] is None
+    assert empty["run_to_run_std"] is None
+
+
+def test_within_context_std_averages_contexts():
+    """[0.2, 0.4] has sample std sqrt(0.02) (squared deviations 0.01 + 0.01, / 1); [0.1, 0.1, 0.4]
+    has mean 0.2, squared deviations 0.01 + 0.01 + 0.04 = 0.06, / 2 = 0.03 → sqrt(0.03)."""
+    stats = reward_stats(table({0: (0.0, [0.2, 0.4]), 1: (0.0, [0.1, 0.1, 0.4])}))
+    assert stats["within_context_std"] == pytest.approx((math.sqrt(0.02) + math.sqrt(0.03)) / 2)
+
+
+def test_run_to_run_std_over_inner_seeds():
+    """Per self-edit, the sample std of its inner runs' adapted accuracies, then the mean over
+    self-edits: [0.2, 0.4, 0.6] → 0.2 (squared deviations 0.04 + 0 + 0.04, / 2 = 0.04);
+    [0.5, None, 0.7] → the failed run is left out, [0.5, 0.7] → sqrt(0.02); [0.3, None, None] and
+    the proxy reward's [] have one run or none and no std. Mean: (0.2 + sqrt(0.02)) / 2."""
+    rows = [
+        {"context": 0, "sample": 0, "reward": 0.4, "baseline": 0.1, "inner_runs": [0.2, 0.4, 0.6]},
+        {"context": 0, "sample": 1, "reward": 0.6, "baseline": 0.1, "inner_runs": [0.5, None, 0.7]},
+        {"context": 1, "sample": 0, "reward": 0.3, "baseline": 0.2, "inner_runs": [0.3, None, None]},
+        {"context": 1, "sample": 1, "reward": 0.0, "baseline": 0.2, "inner_runs": []},
+    ]
+    assert reward_stats(rows)["run_to_run_std"] == pytest.approx((0.2 + math.sqrt(0.02)) / 2)
+
+
+def test_run_to_run_std_needs_two_inner_seeds():
+    """restem.inner_seeds=1 (one run per self-edit) or the proxy reward: undefined, not 0."""
+    rows = [
+        {"context": 0, "sample": s, "reward": r, "baseline": 0.0, "inner_runs": [r]}
+        for s, r in enumerate((0.1, 0.3))
+    ]
+    assert reward_stats(rows)["run_to_run_std"] is None
+    assert reward_stats(TABLE)["run_to_run_std"] is None  # no inner_runs recorded at all

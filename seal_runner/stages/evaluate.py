@@ -9,7 +9,8 @@ Steps, each resumable from the run dir:
   self_edits/<row>.jsonl   one self-edit per article (prompt, text, tokens, status, sequences)
   updates.jsonl            one inner update per (row, article): steps, losses, seconds, failure
   results.jsonl            one graded answer per (row, article, question)
-  summary.json             macro accuracy ± SE per row, its baseline and gain, timings, versions
+  summary.json             macro accuracy ± SE per row; its baseline and gain (with a paired 95% CI)
+                           over the articles whose update succeeded; failed updates; timings, versions
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seal_runner.domains.knowledge.data import Article, load_articles
-from seal_runner.domains.knowledge.evaluate import macro_accuracy, micro_accuracy
+from seal_runner.domains.knowledge.evaluate import (
+    condition_accuracies,
+    macro_accuracy,
+    micro_accuracy,
+    paired_gain,
+)
 from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, train_adapters
 from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
@@ -143,7 +149,7 @@ def evaluate_policy_rows(
         trained = [r for r in rows if r.name != "base"]
         jobs = [
             InnerJob(
-                f"{r.name}-{a.index:04d}",
+                _update_key(r, a),
                 [f"{a.title}\n{a.context}"] if r.name == "passage" else edits[r.name][a.index]["sequences"],
                 derive_seed(cfg.seed, "inner", r.name, a.index),
             )
@@ -169,7 +175,7 @@ def evaluate_policy_rows(
             units += [(r.baseline, a, None) for r in rows for a in articles]
         for r in trained:
             for a in articles:
-                adapter = adapter_for(updates.get(f"{r.name}-{a.index:04d}"), ctx.run_dir.name)
+                adapter = adapter_for(updates.get(_update_key(r, a)), ctx.run_dir.name)
                 if adapter is not None:
                     units.append((r.name, a, adapter))
         results = answer_units(
@@ -179,6 +185,11 @@ def evaluate_policy_rows(
     finally:
         engines.close()
     return edits, updates, results
+
+
+def _update_key(row: Row, article: Article) -> str:
+    """One (row, article) inner update's id: its record, adapter dir and graded answers carry it."""
+    return f"{row.name}-{article.index:04d}"
 
 
 def _article_acc(results: list[dict], condition: str, article: int) -> float | None:
@@ -194,17 +205,23 @@ def summarise(cfg, rows, articles, edits, updates, results, timings, started) ->
     conditions = {}
     for row in rows:
         mean, se, n = macro_accuracy(results, row.name)
-        baseline = macro_accuracy(results, row.baseline)[0] if row.name != "base" else None
         conditions[row.name] = {
             "label": row.label,
             "macro_accuracy": mean,
             "se": se,
             "articles": n,
             "micro_accuracy": micro_accuracy(results, row.name),
-            "baseline": baseline,
-            "gain": None if baseline is None else mean - baseline,
+            "baseline": None,
+            "gain": None,
             "policy": row.policy,
         }
+        if row.name != "base":
+            conditions[row.name] |= paired_gain(
+                condition_accuracies(results, row.name), condition_accuracies(results, row.baseline)
+            )
+            conditions[row.name]["failed_updates"] = sum(
+                not updates.get(_update_key(row, a), {}).get("adapter") for a in articles
+            )
     trained = [u for u in updates.values() if u.get("adapter")]
     statuses = [e["status"] for row_edits in edits.values() for e in row_edits.values()]
     tokens = [e["num_tokens"] for row_edits in edits.values() for e in row_edits.values() if e["num_tokens"]]
@@ -230,17 +247,19 @@ def summarise(cfg, rows, articles, edits, updates, results, timings, started) ->
 
 def format_table(summary: dict) -> str:
     """The paper's Table 2 layout: one row per condition, its no-update baseline and the adapted
-    accuracy (macro over articles ± SE)."""
+    accuracy (macro over articles ± SE); baseline and gain cover the articles whose update succeeded
+    (`failed` counts the others)."""
     lines = [
         f"\n{summary['experiment']}: {summary['articles']} articles, {summary['questions']} questions "
-        f"(macro accuracy over articles ± SE)",
-        f"{'condition':<36} {'no update':>9} {'adapted':>8} {'± SE':>6} {'gain':>7}",
+        f"(macro accuracy over articles ± SE; no update and gain paired on the updated articles)",
+        f"{'condition':<36} {'no update':>9} {'adapted':>8} {'± SE':>6} {'gain':>7} {'failed':>6}",
     ]
     for c in summary["conditions"].values():
         baseline = "" if c["baseline"] is None else f"{100 * c['baseline']:.1f}%"
         gain = "" if c["gain"] is None else f"{100 * c['gain']:+.1f}"
         lines.append(
-            f"{c['label']:<36} {baseline:>9} {100 * c['macro_accuracy']:>7.1f}% {100 * c['se']:>6.1f} {gain:>7}"
+            f"{c['label']:<36} {baseline:>9} {100 * c['macro_accuracy']:>7.1f}% {100 * c['se']:>6.1f} "
+            f"{gain:>7} {c.get('failed_updates', ''):>6}"
         )
     lines.append(
         f"inner update: {summary['seconds_per_inner_update']:.1f} s each ({summary['lora_mode']}), "

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from seal_runner.domains.knowledge.data import Article
 from seal_runner.engines.base import Engine, LoraAdapter, Sampling
 from seal_runner.graders.base import GradeItem, Grader
 from seal_runner.prompts import qa_prompt
+from seal_runner.stats import paired_difference
 
 
 def answer_questions(
@@ -73,11 +74,36 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def condition_accuracies(records: Sequence[dict], condition: str) -> dict[int, float]:
+    """Accuracy per article of one condition; an article with no graded answer (e.g. its update
+    failed, so it was never asked) is absent."""
+    return {article: acc for (cond, article), acc in article_accuracies(records).items() if cond == condition}
+
+
 def macro_accuracy(records: Sequence[dict], condition: str) -> tuple[float, float, int]:
     """(mean over articles, standard error over articles, number of articles)."""
-    per_article = [acc for (cond, _), acc in article_accuracies(records).items() if cond == condition]
+    per_article = list(condition_accuracies(records, condition).values())
     mean, se = mean_and_se(per_article)
     return mean, se, len(per_article)
+
+
+def paired_gain(adapted: Mapping[int, float], baseline: Mapping[int, float]) -> dict:
+    """A row's gain over its no-update baseline on the articles both measured, with its paired
+    bootstrap CI. A failed update leaves its article out of `adapted`; kept in the baseline, the
+    gain would compare two different article sets. `baseline` is the baseline's macro accuracy on
+    the shared articles; None (and n 0) when they share none."""
+    diff = paired_difference(adapted, baseline)
+    shared = [acc for article, acc in baseline.items() if article in adapted]
+    if not shared:
+        return {"baseline": None, "gain": None, "paired_articles": 0}
+    return {
+        "baseline": sum(shared) / len(shared),
+        "gain": diff.mean,
+        "gain_ci_low": diff.low,
+        "gain_ci_high": diff.high,
+        "gain_within_noise": diff.within_noise,
+        "paired_articles": diff.n,
+    }
 
 
 def micro_accuracy(records: Sequence[dict], condition: str) -> float:

@@ -1,17 +1,28 @@
-"""Self-edit text → training sequences, step by step as the paper's reference code does.
+"""Self-edit text → training sequences, step by step as the paper's reference code does
+(knowledge-incorporation/src/utils.py, `build_train_sequences`).
 
 1. split on `---`, strip, drop empty segments (none left → the whole stripped completion);
-2. with split_newlines: self-QA text is split before each "Question N:", otherwise one example per
-   non-empty line, dropping line 1 when line 2 starts a "1." list (a preamble);
-3. each example becomes "{title}\\n{example}"; "{title}\\n{context}" is appended last.
+2. with split_newlines: a completion that is self-QA as a whole (has "Question N:" and "Answer:")
+   is split before each "\nQuestion N:" over its whole text, `---` lines included (the reference
+   ignores the step-1 segments here), and its first chunk gets "Question 1: " unless it starts with
+   "Question"; otherwise one example per non-empty line, dropping line 1 when line 2 starts a "1."
+   list (a preamble). Unlike the reference, self-QA chunks are stripped (it keeps the newline before
+   the next question);
+3. each example becomes "{title}\n{example}"; "{title}\n{context}" is appended last.
 """
 
 from __future__ import annotations
 
 import re
 
-_QUESTION_SPLIT = re.compile(r"\n(?=Question \d+:)")
-_IS_SELF_QA = re.compile(r"Question \d+:")
+# The reference's patterns, verbatim.
+_QUESTION_SPLIT = re.compile(r"\n(?=Question\s+\d+:)")
+_QUESTION = re.compile(r"Question\s+\d+:")
+_ANSWER = re.compile(r"Answer\s*:")
+
+
+def is_self_qa(text: str) -> bool:
+    return bool(_QUESTION.search(text) and _ANSWER.search(text))
 
 
 def drop_cut_line(text: str) -> str:
@@ -33,12 +44,15 @@ def split_segments(completion: str, separator: str = "---") -> list[str]:
 
 def split_examples(segments: list[str], drop_preamble: bool = True) -> list[str]:
     """Self-QA segments split per question; otherwise every non-empty line of every segment, with the
-    preamble rule applied once to the joined lines (as the reference's build_train_sequences)."""
+    preamble rule applied once to the joined lines (as the reference's build_train_sequences).
+
+    A self-QA completion reaches here as one segment (selfedit_to_sequences does not split it on
+    `---`), so a later question is never taken for the first one."""
     examples, lines = [], []
     for segment in segments:
-        if _IS_SELF_QA.search(segment) and "Answer:" in segment:
-            chunks = [c.strip() for c in _QUESTION_SPLIT.split(segment) if c.strip()]
-            if chunks and not chunks[0].startswith("Question 1:"):
+        if is_self_qa(segment):
+            chunks = [c.strip() for c in _QUESTION_SPLIT.split(segment.strip())]
+            if not chunks[0].startswith("Question"):
                 chunks[0] = "Question 1: " + chunks[0]
             examples += chunks
         else:
@@ -60,7 +74,10 @@ def selfedit_to_sequences(
     append_passage: bool = True,
 ) -> list[str]:
     """Training sequences for one self-edit; empty when the self-edit yields nothing and no passage."""
-    segments = split_segments(completion, separator)
+    if split_newlines and is_self_qa(completion):
+        segments = [completion.strip()]  # the reference's self-QA rule reads the whole completion
+    else:
+        segments = split_segments(completion, separator)
     examples = split_examples(segments, drop_preamble) if split_newlines else segments
     sequences = [f"{title}\n{e}" if title_prefix else e for e in examples]
     if append_passage:
