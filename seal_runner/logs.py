@@ -110,7 +110,9 @@ def share() -> Path | None:
     path = Path(hydra.runtime.output_dir) / LOG_DIR / CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2) + "\n")
-    os.environ[ENV] = os.environ[VLLM_ENV] = str(path)
+    os.environ[ENV] = str(path)
+    if int(os.environ.get("VLLM_CONFIGURE_LOGGING", "1")):  # vLLM refuses a config file it may not apply
+        os.environ[VLLM_ENV] = str(path)
     apply(path)
     return path
 

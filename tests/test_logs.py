@@ -126,6 +126,13 @@ def test_vllm_processes_apply_the_shared_config(quiet, capsys) -> None:
     assert "chunked prefill" in (log_dir / "libraries.log").read_text()
 
 
+def test_vllm_left_unconfigured_gets_no_config_file(quiet, monkeypatch) -> None:
+    """With VLLM_CONFIGURE_LOGGING=0 vLLM raises on a config file; its loggers then propagate to ours."""
+    monkeypatch.setenv("VLLM_CONFIGURE_LOGGING", "0")
+    log_dir = quiet()
+    assert os.environ[logs.VLLM_ENV] == "" and os.environ[logs.ENV] == str(log_dir / "logging.json")
+
+
 def test_a_spawned_child_logs_the_way_the_run_does(quiet, tmp_path) -> None:
     """Spawned children (vLLM's engine core, inner workers) import seal_runner first; they log before
     vLLM configures anything (its Triton notice at import)."""
