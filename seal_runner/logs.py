@@ -14,8 +14,9 @@ SFT processes), whose logging is unconfigured. So once the libraries are importe
 the config, resolved, with those libraries' loggers set to propagate (which takes their handlers off),
 to `logs/logging.json`; applies it here; and points vLLM (`VLLM_LOGGING_CONFIG_PATH`, applied by every
 vLLM process when it sets up its engine part) and seal_runner's children (`SEAL_RUNNER_LOGGING`,
-applied on `import seal_runner`) at it. What bypasses logging still reaches the terminal: tqdm bars
-(wanted) and C++ prints (torch's NUMA notice).
+applied on `import seal_runner`, which spawned children do first) at it. Still on the terminal: what
+bypasses logging, tqdm bars (wanted) and C++ prints (torch's NUMA notice), and in children other than
+vLLM's, records of libraries that attach their own handler after `import seal_runner`.
 """
 
 from __future__ import annotations
