@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from seal_runner.config import Resume
 from seal_runner.errors import InputError
+from seal_runner.logs import LOG_DIR
 from seal_runner.records import write_json
 from seal_runner.tracking import public_config
 
@@ -49,7 +50,7 @@ IGNORED = (
     "cpt.num_processes",
 )
 # What a start writes before its first result: not results a config change could contradict.
-BOOKKEEPING = {".hydra", "wandb", LOCK_FILE, CONFIG_FILE}
+BOOKKEEPING = {".hydra", "wandb", LOG_DIR, LOCK_FILE, CONFIG_FILE}
 ABSENT = "<absent>"
 
 _held: dict[Path, int] = {}  # run dir -> fd of its lock, open for the life of the process
@@ -170,7 +171,7 @@ def check_config(run_dir: Path, config: dict, resume: Resume) -> None:
 
 
 def has_results(run_dir: Path) -> bool:
-    """Whether a start has written anything beyond `BOOKKEEPING` and Hydra's job log."""
+    """Whether a start has written anything beyond `BOOKKEEPING` and log files."""
     for entry in run_dir.iterdir():
         if entry.name in BOOKKEEPING or (entry.is_file() and entry.suffix == ".log"):
             continue

@@ -135,6 +135,8 @@ def test_a_dir_without_results_takes_the_new_config(compose_cfg, tmp_path) -> No
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text("lora: {}\n")
     (run_dir / "seal-run.log").write_text("started\n")
+    (run_dir / "logs").mkdir()
+    (run_dir / "logs" / "libraries.log").write_text("[vllm][WARNING] - Triton is not installed\n")
     check_config(run_dir, fingerprint(compose_cfg("model.name_or_path=/no/such/model")), Resume.auto)
     fixed = fingerprint(compose_cfg())
     check_config(run_dir, fixed, Resume.auto)

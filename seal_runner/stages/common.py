@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seal_runner.engines.base import Engine
+from seal_runner.logs import share as share_logging
 from seal_runner.models import load_tokenizer, resolve_model_path
 from seal_runner.prompts import PromptFormatter
 from seal_runner.rundir import guard
@@ -93,7 +94,8 @@ class RunContext:
 
 
 def setup_run(cfg: DictConfig) -> RunContext:
-    """Checks first (devices, then the run dir's lock and stored config), then seeds and the model."""
+    """Checks first (devices, then the run dir's lock and stored config), then seeds and the model;
+    then the libraries' logs go to `<run dir>/logs/`, before any engine or worker starts."""
     import torch
 
     check_devices(cfg)
@@ -103,6 +105,7 @@ def setup_run(cfg: DictConfig) -> RunContext:
     torch.manual_seed(cfg.seed)
     model_path = resolve_model_path(cfg.model.name_or_path, cfg.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
+    share_logging()  # torch and transformers are imported by now
     log.info("run dir %s | model %s | stage %s", run_dir, model_path, cfg.stage)
     return RunContext(
         cfg, run_dir, model_path, tokenizer, PromptFormatter(tokenizer, cfg.model.chat), Tracker(cfg, run_dir)

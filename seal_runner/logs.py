@@ -1,0 +1,131 @@
+"""Where log records go: seal_runner's to the console, every library's to `<run dir>/logs/`.
+
+A default run printed ~36 warnings from vLLM, Triton, torch and NUMA between its own lines.
+`hydra/job_logging=quiet` (conf/hydra/job_logging/quiet.yaml) routes records by logger name: the
+console gets seal_runner's and anyone's errors, `logs/seal_runner.log` seal_runner's, and
+`logs/libraries.log` everyone else's, Python warnings included. `hydra.verbose` brings libraries back
+(`[vllm,transformers]`: those loggers, at DEBUG; `true`: all).
+
+Hydra applies that config in the main process only, and three kinds of records would escape it:
+libraries that print through stream handlers of their own, attached at import and not propagating
+(torch, transformers); vLLM's engine core and workers, processes that configure logging themselves
+(by default a handler printing to stdout); and the run's other spawned children (inner-loop workers,
+SFT processes), whose logging is unconfigured. So once the libraries are imported, `share` writes
+the config, resolved, with those libraries' loggers set to propagate (which takes their handlers off),
+to `logs/logging.json`; applies it here; and points vLLM (`VLLM_LOGGING_CONFIG_PATH`, applied by every
+vLLM process when it sets up its engine part) and seal_runner's children (`SEAL_RUNNER_LOGGING`,
+applied on `import seal_runner`, which spawned children do first) at it. Still on the terminal: what
+bypasses logging, tqdm bars (wanted) and C++ prints (torch's NUMA notice), and in children other than
+vLLM's, records of libraries that attach their own handler after `import seal_runner`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+OWN = "seal_runner"
+ENV = "SEAL_RUNNER_LOGGING"
+VLLM_ENV = "VLLM_LOGGING_CONFIG_PATH"
+LOG_DIR = "logs"  # as in conf/hydra/job_logging/quiet.yaml
+CONFIG_FILE = "logging.json"
+
+
+def _within(name: str, loggers: Sequence[str]) -> bool:
+    return any(name == logger or name.startswith(f"{logger}.") for logger in loggers)
+
+
+def _verbose_loggers(verbose: bool | str | Sequence[str]) -> list[str]:
+    """Logger names `hydra.verbose` names: none for a bool, one for a string, else the list."""
+    if isinstance(verbose, bool):
+        return []
+    return [verbose] if isinstance(verbose, str) else list(verbose)
+
+
+class Console(logging.Filter):
+    """The console's share: seal_runner's records, anyone's errors (a failing library's last words
+    explain the traceback that follows), and what `verbose` (`hydra.verbose`) asks for."""
+
+    def __init__(self, verbose: bool | str | Sequence[str] = False) -> None:
+        super().__init__()
+        self.everything = verbose is True
+        self.loggers = [OWN, *_verbose_loggers(verbose)]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.everything or record.levelno >= logging.ERROR or _within(record.name, self.loggers)
+
+
+class Excluding(logging.Filter):
+    """What `logging.Filter(name)` stops: the records from outside the `name` logger's tree."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not super().filter(record)
+
+
+def log_file(filename: str) -> logging.FileHandler:
+    """An appending file handler that makes its folder: `logs/` does not exist when Hydra configures
+    logging, and a resumed run adds to its logs."""
+    Path(filename).parent.mkdir(parents=True, exist_ok=True)
+    return logging.FileHandler(filename, encoding="utf-8")
+
+
+def self_printing() -> list[str]:
+    """Loggers outside seal_runner with a stream handler of their own (torch's, transformers')."""
+    return [
+        name
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+        and not _within(name, [OWN])
+        and any(
+            isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+            for h in logger.handlers
+        )
+    ]
+
+
+def share() -> Path | None:
+    """Write this Hydra job's logging config to `<output dir>/logs/` for every process of the run and
+    apply it here; call it once the libraries are imported and before any child starts. None outside
+    a Hydra run or when `hydra/job_logging` configures nothing."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    if hydra.job_logging is None or hydra.job_logging.get("root") is None:
+        return None
+    config = OmegaConf.to_container(hydra.job_logging, resolve=True)
+    loggers = config.setdefault("loggers", {})
+    for name in self_printing():
+        loggers.setdefault(name, {})["propagate"] = True
+    # What Hydra's configure_log does after applying the config, so the file is the whole of it.
+    if hydra.verbose is True:
+        config["root"]["level"] = "DEBUG"
+    for name in _verbose_loggers(hydra.verbose):
+        loggers.setdefault(name, {})["level"] = "DEBUG"
+    path = Path(hydra.runtime.output_dir) / LOG_DIR / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    os.environ[ENV] = str(path)
+    if int(os.environ.get("VLLM_CONFIGURE_LOGGING", "1")):  # vLLM refuses a config file it may not apply
+        os.environ[VLLM_ENV] = str(path)
+    apply(path)
+    return path
+
+
+def apply(path: Path) -> None:
+    """Configure this process's logging from a file `share` wrote; Python warnings become records."""
+    logging.config.dictConfig(json.loads(Path(path).read_text()))
+    logging.captureWarnings(True)
+
+
+def inherit() -> None:
+    """In a process a run started (`import seal_runner` calls this): log the way the run does."""
+    path = os.environ.get(ENV)
+    if path:
+        apply(Path(path))
