@@ -97,6 +97,14 @@ class VoteRule(Choice):
     reference = "reference"
 
 
+class TTTAugmentationRule(Choice):
+    """`domain.ttt_augmentation` (ARC): how the leave-n pool's translation and recoloured copies are made,
+    ours or the reference's (few-shot/self-edit.py and arclib/augmenters.py); domains/arc/leave_n.py."""
+
+    ours = "ours"
+    reference = "reference"
+
+
 class SelfEditWording(Choice):
     """`selfedit_prompt.wording` (ARC): the reference's request text and demo layout, or ours (a complete
     valid example edit and one line per augmentation group); domains/arc/selfedit.py."""

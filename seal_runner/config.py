@@ -27,6 +27,7 @@ from seal_runner.choices import (
     Reward,
     SelfEditWording,
     Stage,
+    TTTAugmentationRule,
     VoteRule,
 )
 from seal_runner.domains.knowledge.strategies import ContinualStrategy
@@ -144,6 +145,10 @@ class ARCDomainConfig:
     ttt_data_seed: int = 0
     max_grid_side: int = 30
     max_ttt_examples: int = 250
+    # ours: one translation for input and output, recoloured + demo-shuffled copies only with an augmenter
+    # | reference: its translation (input and output shifted differently), a demo-shuffled copy always,
+    # recoloured onto unused colours first only with an augmenter (domains/arc/leave_n.py)
+    ttt_augmentation: TTTAugmentationRule = TTTAugmentationRule.ours
     step_cap: int = 375  # epochs x examples / batch above this -> 0 epochs
     eval_permutations: int = 2  # orders per leave-one-out subset, the original included
     # ours: distinct orders, every variant kept | reference: original + random shuffles, repeated

@@ -1,10 +1,16 @@
-"""ARC augmenters: inverses, shapes, group membership, colour permutation and shuffles."""
+"""ARC augmenters: inverses, shapes, group membership, colour permutation and shuffles.
+
+The reference ports' expected values were obtained by running the reference's own `PermuteColors` and
+`RandomTranslateXY` (few-shot/arclib/augmenters.py, with its arclib/arc.py) in isolation on the same
+grids, with `RandomState(seed)` as its TTT data builder passes them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from seal_runner.choices import TTTAugmentationRule
 from seal_runner.domains.arc.augment import (
     AUGMENTATION_GROUPS,
     FLIP_LR,
@@ -17,11 +23,13 @@ from seal_runner.domains.arc.augment import (
     TILE_VERTICAL,
     TRANSPOSE,
     WIDTH_2X,
+    ReferenceTranslation,
     basic_augmenters,
     build_augmenters,
     chain_augmenters,
     permute_colours,
     random_colour_permutation,
+    reference_colour_permutation,
     reflect,
     repeat_augmenters,
     shuffle_examples,
@@ -161,3 +169,92 @@ def test_shuffle_examples_is_seeded_permutation() -> None:
     items = list(range(6))
     first = shuffle_examples(items, np.random.default_rng(5))
     assert sorted(first) == items and first == shuffle_examples(items, np.random.default_rng(5))
+
+
+def test_reference_translation_is_seeded_rngs_only_and_replaces_ours() -> None:
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    augmenters = basic_augmenters(rng, TTTAugmentationRule.reference, seed=0)
+    assert rng.bit_generator.state == state  # the reference's translation does not draw from `rng`
+    assert len(augmenters) == 11 and augmenters[9] == ReferenceTranslation(0)
+    assert [a.name for a in augmenters if a.name.startswith("translate")] == ["translate_reference"]
+    names = [a.name for a in build_augmenters(AUGMENTATION_GROUPS, rng, TTTAugmentationRule.reference)]
+    assert len(names) == 23 == len(set(names)) and "translate_reference" in names
+
+
+def test_reference_translation_matches_the_reference() -> None:
+    """Seed 0: RandomState(0).randint(0, 4) gives 0, 3, 1, 0, so a grid with both sides >= 4 rolls its
+    input by (0, 3) and its output by (1, 0); a side under 4 narrows that draw's range."""
+    a = np.arange(25).reshape(5, 5) % 10
+    b = np.arange(6).reshape(2, 3)
+    c = np.array([[1, 2, 3, 4]])
+    d = np.arange(16).reshape(4, 4) % 10
+    e = np.arange(20).reshape(4, 5) % 10
+    f = np.arange(30).reshape(5, 6) % 10
+    translation = ReferenceTranslation(0)
+    first, second, test = (translation.apply(ARCExample(x, y)) for x, y in ((a, b), (e, f), (c, d)))
+    assert first.input.tolist() == [[2, 3, 4, 0, 1], [7, 8, 9, 5, 6]] * 2 + [[2, 3, 4, 0, 1]]
+    assert first.output.tolist() == [[3, 4, 5], [0, 1, 2]]
+    assert second.input.tolist() == [[2, 3, 4, 0, 1], [7, 8, 9, 5, 6]] * 2
+    assert second.output.tolist() == [
+        [4, 5, 6, 7, 8, 9],
+        [0, 1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 0, 1],
+        [2, 3, 4, 5, 6, 7],
+        [8, 9, 0, 1, 2, 3],
+    ]
+    assert test.input.tolist() == [[1, 2, 3, 4]]
+    assert test.output.tolist() == [[7, 4, 5, 6], [1, 8, 9, 0], [5, 2, 3, 4], [3, 0, 1, 2]]
+
+
+def test_reference_translation_shifts_input_and_output_differently() -> None:
+    grid = np.arange(36).reshape(6, 6) % 10
+    moved = ReferenceTranslation(0).apply(ARCExample(grid, grid))
+    assert np.array_equal(moved.input, np.roll(grid, (0, 3), axis=(0, 1)))
+    assert np.array_equal(moved.output, np.roll(grid, (1, 0), axis=(0, 1)))
+    assert ReferenceTranslation(0).apply(ARCExample(grid)).output is None
+
+
+@pytest.mark.parametrize(
+    ("seed", "expected"),
+    [
+        (0, [0, 8, 3, 3, 4, 7, 6, 7, 8, 9]),  # the reference: {0: 0, 1: 8, 2: 3, 5: 7}
+        (1, [0, 9, 7, 3, 4, 3, 6, 7, 8, 9]),  # {0: 0, 1: 9, 2: 7, 5: 3}
+        (7, [0, 8, 4, 3, 4, 6, 6, 7, 8, 9]),  # {0: 0, 1: 8, 2: 4, 5: 6}
+    ],
+)
+def test_reference_colour_permutation_maps_used_colours_to_unused(seed: int, expected: list[int]) -> None:
+    grids = [
+        np.array([[0, 1, 2], [5, 0, 1]]),
+        np.array([[2, 2], [1, 5]]),
+        np.array([[5, 1], [0, 0]]),
+        np.array([[1], [2]]),
+    ]
+    table = reference_colour_permutation(grids, np.random.RandomState(seed))
+    assert table.tolist() == expected
+    assert {int(table[c]) for c in (1, 2, 5)}.isdisjoint({1, 2, 5})
+
+
+@pytest.mark.parametrize(
+    ("grids", "seed", "expected"),
+    [
+        # every colour used: swaps drawn from a permutation of the used colours
+        ((np.arange(10).reshape(2, 5), np.array([[9, 8], [7, 6]])), 0, [0, 6, 4, 7, 2, 9, 1, 3, 8, 5]),
+        ((np.arange(10).reshape(2, 5), np.array([[9, 8], [7, 6]])), 3, [0, 9, 2, 4, 3, 6, 5, 8, 7, 1]),
+        # one unused colour (9): colour 1 takes it first, then 4 swaps with 1 and 9 is left unused
+        ((np.array([[1, 2, 3, 4], [5, 6, 7, 8]]),), 0, [0, 4, 5, 6, 1, 2, 3, 8, 7, 9]),
+        ((np.array([[1, 2, 3, 4], [5, 6, 7, 8]]),), 5, [0, 8, 4, 7, 2, 6, 5, 3, 1, 9]),
+    ],
+)
+def test_reference_colour_permutation_swaps_when_unused_colours_run_out(
+    grids: tuple[np.ndarray, ...], seed: int, expected: list[int]
+) -> None:
+    table = reference_colour_permutation([*grids, *grids[::-1]], np.random.RandomState(seed))
+    assert table.tolist() == expected
+
+
+def test_reference_colour_permutation_keeps_background_and_is_injective_on_used_colours() -> None:
+    for seed, grid in enumerate(random_grids(seed=3)):
+        table = reference_colour_permutation([grid], np.random.default_rng(seed))
+        used = sorted(set(grid.ravel().tolist()))
+        assert table[0] == 0 and len({int(table[c]) for c in used}) == len(used)

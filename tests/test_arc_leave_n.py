@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seal_runner.domains.arc.augment import AUGMENTATION_GROUPS
+from seal_runner.choices import TTTAugmentationRule
+from seal_runner.domains.arc.augment import AUGMENTATION_GROUPS, ReferenceTranslation
 from seal_runner.domains.arc.data import ARCExample, ARCTask
 from seal_runner.domains.arc.leave_n import TTTExample, build_ttt_examples, leave_n_pseudo_tasks
 
@@ -117,3 +118,45 @@ def test_token_length_filter_drops_at_or_above_limit() -> None:
     assert kept == [ex for ex in unfiltered if cells(ex) < limit]
     boundary = cells(kept[0])
     assert kept[0] not in build_ttt_examples(task, ["size"], length_fn=cells, max_tokens=boundary)
+
+
+REFERENCE = TTTAugmentationRule.reference
+
+
+def same_up_to_demo_order(a: TTTExample, b: TTTExample) -> bool:
+    return a.test == b.test and sorted(d.key for d in a.demos) == sorted(d.key for d in b.demos)
+
+
+def test_reference_rule_adds_demo_shuffled_copies_without_augmenters() -> None:
+    task = make_task(4)
+    originals = leave_n_pseudo_tasks(task.train, 1) + leave_n_pseudo_tasks(task.train, 2)
+    examples = build_ttt_examples(task, [], rule=REFERENCE)
+    assert examples[: len(originals)] == originals
+    copies = examples[len(originals) :]
+    assert copies  # a shuffle that keeps the order is a duplicate of its original and dropped
+    for copy in copies:  # same demos and colours, only reordered
+        assert sum(same_up_to_demo_order(copy, original) for original in originals) == 1
+
+
+def test_reference_rule_recolours_onto_unused_colours_with_an_augmenter() -> None:
+    demos = (
+        ARCExample([[0, 1], [2, 0]], [[2, 0], [0, 1]]),
+        ARCExample([[1, 1], [0, 2]], [[2, 2], [0, 1]]),
+        ARCExample([[0, 2], [1, 1]], [[1, 0], [2, 2]]),
+    )
+    task = ARCTask("r", "r", demos, ())
+    examples = build_ttt_examples(task, ["repeat"], rule=REFERENCE)
+    recoloured = [ex for ex in examples if {int(v) for g in ex.grids() for v in g.ravel()} != {0, 1, 2}]
+    assert recoloured and len(examples) == 2 * 9 * 4  # 9 leave-1/2 pseudo-tasks x (1 + 3 repeats), x 2
+    for ex in recoloured:
+        colours = {int(v) for g in ex.grids() for v in g.ravel()}
+        assert 0 in colours and len(colours) == 3 and colours.isdisjoint({1, 2})
+
+
+def test_reference_rule_uses_the_reference_translation() -> None:
+    task = make_task(3, side=5)
+    originals = leave_n_pseudo_tasks(task.train, 1) + leave_n_pseudo_tasks(task.train, 2)
+    examples = set(build_ttt_examples(task, ["basic"], rule=REFERENCE, max_examples=1000))
+    translated = [pt.map_examples(ReferenceTranslation(0).apply) for pt in originals]
+    assert set(translated) <= examples
+    assert not set(build_ttt_examples(task, ["basic"], max_examples=1000)) & set(translated)

@@ -213,7 +213,7 @@ def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     paper = _compose(["experiment=paper/arc_fewshot"])
     assert paper.selfedit_prompt.wording == "reference" and paper.domain.strict_json is True
     assert paper.domain.eval_queries == "reference" and paper.domain.eval_permutations == 3
-    assert paper.domain.voting == "reference"
+    assert paper.domain.voting == "reference" and paper.domain.ttt_augmentation == "reference"
     assert list(paper.domain.eval_task_ids) == [
         "358ba94e", "59341089", "66e6c45b", "68b67ca3", "903d1b4a",
         "af24b4cc", "b1fc8b8e", "bc4146bd", "c7d4e6ad", "ce8d95cc",
@@ -226,6 +226,7 @@ def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     ours = _compose(["experiment=demo/arc_cpu"])
     assert ours.selfedit_prompt.wording == "ours" and ours.domain.strict_json is False
     assert ours.domain.eval_queries == "ours" and ours.domain.voting == "ours"
+    assert ours.domain.ttt_augmentation == "ours"
 
 
 @pytest.mark.parametrize(

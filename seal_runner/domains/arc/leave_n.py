@@ -4,22 +4,30 @@ Only the demonstrations are known at test time, so each demo in turn plays the t
 (minus n-1 more, every combination) are its demonstrations. The chosen augmenters multiply this set;
 colour-permuted, demo-shuffled copies are added when any augmenter is on; duplicates are dropped; and a
 seeded shuffle caps the pool so the training cost per self-edit stays bounded.
+
+`TTTAugmentationRule.reference` builds the pool as the reference's `get_test_time_train_data`
+(few-shot/self-edit.py) does: its translation (`ReferenceTranslation`); duplicates dropped before the
+copies are made; a demo-shuffled copy of every pseudo-task even with no augmenter, recoloured by the
+reference's colour map (`reference_colour_permutation`) only when an augmenter is on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import combinations
 
 import numpy as np
 
+from seal_runner.choices import TTTAugmentationRule
 from seal_runner.domains.arc.augment import (
     GridFn,
     build_augmenters,
     map_example,
     permute_colours,
     random_colour_permutation,
+    reference_colour_permutation,
     shuffle_examples,
 )
 from seal_runner.domains.arc.data import ARCExample, ARCTask
@@ -36,7 +44,10 @@ class TTTExample:
     test: ARCExample
 
     def map_grids(self, fn: GridFn) -> TTTExample:
-        return TTTExample(tuple(map_example(ex, fn) for ex in self.demos), map_example(self.test, fn))
+        return self.map_examples(partial(map_example, fn=fn))
+
+    def map_examples(self, fn: Callable[[ARCExample], ARCExample]) -> TTTExample:
+        return TTTExample(tuple(fn(ex) for ex in self.demos), fn(self.test))
 
     def grids(self) -> Iterator[np.ndarray]:
         for ex in (*self.demos, self.test):
@@ -76,6 +87,7 @@ def build_ttt_examples(
     max_examples: int = MAX_EXAMPLES,
     length_fn: Callable[[TTTExample], int] | None = None,
     max_tokens: int | None = None,
+    rule: TTTAugmentationRule = TTTAugmentationRule.ours,
 ) -> list[TTTExample]:
     """The pooled leave-n training set for `task` with augmentation `groups` (see module docstring).
 
@@ -83,15 +95,18 @@ def build_ttt_examples(
     paper uses 8192) without this module knowing the tokenizer or the prompt format.
     """
     rng = np.random.default_rng(seed)
-    augmenters = build_augmenters(groups, rng)
+    augmenters = build_augmenters(groups, rng, rule, seed)
     originals = [pt for n in ns for pt in leave_n_pseudo_tasks(task.train, n)]
     pool = list(originals)
     for pseudo_task in originals:
         for augmenter in augmenters:
-            augmented = pseudo_task.map_grids(augmenter.forward)
+            augmented = pseudo_task.map_examples(augmenter.apply)
             if augmented.max_side() <= max_grid_side:
                 pool.append(augmented)
-    if augmenters:
+    if rule == TTTAugmentationRule.reference:
+        pool = list(dict.fromkeys(pool))
+        pool += [_reference_copy(pt, rng, recolour=bool(augmenters)) for pt in pool]
+    elif augmenters:
         pool += [_recolour_and_shuffle(pt, rng) for pt in pool]
     pool = list(dict.fromkeys(pool))
     if length_fn is not None and max_tokens is not None:
@@ -106,3 +121,11 @@ def _recolour_and_shuffle(pseudo_task: TTTExample, rng: np.random.Generator) -> 
     permutation = random_colour_permutation(rng)
     recoloured = pseudo_task.map_grids(lambda grid: permute_colours(grid, permutation))
     return TTTExample(tuple(shuffle_examples(recoloured.demos, rng)), recoloured.test)
+
+
+def _reference_copy(pseudo_task: TTTExample, rng: np.random.Generator, recolour: bool) -> TTTExample:
+    """The reference's copy: `PermuteColors` (only when an augmenter is on), then `PermuteExamples`."""
+    if recolour:
+        permutation = reference_colour_permutation(pseudo_task.grids(), rng)
+        pseudo_task = pseudo_task.map_grids(lambda grid: permute_colours(grid, permutation))
+    return TTTExample(tuple(shuffle_examples(pseudo_task.demos, rng)), pseudo_task.test)

@@ -151,6 +151,7 @@ def build_unit(
         max_examples=d.max_ttt_examples,
         length_fn=encoder.length,
         max_tokens=cfg.lora.max_length,
+        rule=d.ttt_augmentation,
     )
     plan = ttt_plan(edit, len(pool), batch_size=cfg.lora.batch_size, step_cap=step_cap)
     rows = [encoder.encode(ex, plan.strategy) for ex in pool] if plan.num_train_epochs else []
