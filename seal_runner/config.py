@@ -351,6 +351,11 @@ class LLMJudgeGraderConfig:
     on_failure: OnFailure = OnFailure[
         "raise"
     ]  # raise | skip (ungraded answers are counted, never marked wrong)
+    # Overrule a "yes" to an answer that instructs the judge and lacks the gold; the paper has no guard.
+    injection_guard: bool = True
+    # Judge sampling; null = left out of the request (the API's default, as the reference does).
+    temperature: float | None = 0.0
+    max_tokens: int | None = 16
 
 
 @dataclass
