@@ -230,7 +230,7 @@ class SFTConfig:
     epochs: int = 2
     batch_size: int = 5  # micro-batch
     grad_accum: int = 2
-    max_length: int = 2048
+    max_length: int | None = 2048  # tokens per example, longer ones cut; null = uncut (the reference)
     weight_decay: float = 0.0
     warmup_steps: int = 0
     max_grad_norm: float = 1.0

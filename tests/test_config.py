@@ -250,6 +250,12 @@ def test_paper_knowledge_presets_take_the_reference_judge(hydra_ctx: None, prese
     assert ours.injection_guard is True and ours.temperature == 0.0 and ours.max_tokens == 16
 
 
+def test_paper_restem_preset_cuts_no_sft_example(hydra_ctx: None) -> None:
+    """The reference's policy SFT sets max_length to its longest example; ours cuts at 2048."""
+    assert _compose(["experiment=paper/knowledge_restem"]).sft.max_length is None
+    assert SFTConfig().max_length == 2048
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
