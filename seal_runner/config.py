@@ -235,7 +235,7 @@ class SFTConfig:
     epochs: int = 2
     batch_size: int = 5  # micro-batch
     grad_accum: int = 2
-    max_length: int = 2048
+    max_length: int | None = 2048  # tokens per example, longer ones cut; null = uncut (the reference)
     weight_decay: float = 0.0
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
@@ -356,6 +356,11 @@ class LLMJudgeGraderConfig:
     on_failure: OnFailure = OnFailure[
         "raise"
     ]  # raise | skip (ungraded answers are counted, never marked wrong)
+    # Overrule a "yes" to an answer that instructs the judge and lacks the gold; the paper has no guard.
+    injection_guard: bool = True
+    # Judge sampling; null = left out of the request (the API's default, as the reference does).
+    temperature: float | None = 0.0
+    max_tokens: int | None = 16
 
 
 @dataclass

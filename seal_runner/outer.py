@@ -39,26 +39,32 @@ DONE_MARKER = "sft_done.json"
 Example = tuple[list[int], list[int]]
 
 
-def build_sft_example(tokenizer, prompt_text: str, completion_text: str, max_length: int) -> Example | None:
+def build_sft_example(
+    tokenizer, prompt_text: str, completion_text: str, max_length: int | None
+) -> Example | None:
     """(input_ids, labels) with labels -100 over the prompt and the completion + EOS ids labelled.
 
     The prompt is tokenised exactly as the generation engines tokenise it (special tokens added by
     the tokenizer's own rule), the completion separately without special tokens, so the boundary is
     exact and the policy is trained on the token prefix it actually sampled from. EOS teaches it to
     stop; for chat models EOS is the end-of-turn token. An over-long completion loses its tail (and
-    EOS). None when the prompt leaves no room for a single completion token.
+    EOS); `max_length=None` cuts nothing, as the reference, whose limit is its longest example. None
+    when the prompt leaves no room for a single completion token.
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; the completion's end could not be learned")
     prompt = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
-    if len(prompt) >= max_length:
+    if max_length is not None and len(prompt) >= max_length:
         return None
     completion = tokenizer(completion_text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    completion = completion[: max_length - len(prompt)]
+    if max_length is not None:
+        completion = completion[: max_length - len(prompt)]
     return prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
 
 
-def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> tuple[list[Example], int]:
+def encode_pairs(
+    tokenizer, pairs: list[tuple[str, str]], max_length: int | None
+) -> tuple[list[Example], int]:
     """Examples that fit, and how many pairs were dropped because their prompt alone fills max_length."""
     built = [build_sft_example(tokenizer, p, c, max_length) for p, c in pairs]
     examples = [e for e in built if e is not None]

@@ -229,6 +229,34 @@ def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     assert ours.domain.ttt_augmentation == "ours"
 
 
+KNOWLEDGE_PAPER_PRESETS = [
+    f"paper/{name}"
+    for name in (
+        "knowledge_single_passage",
+        "knowledge_prompts",
+        "knowledge_cpt",
+        "knowledge_continual",
+        "knowledge_restem",
+    )
+]
+
+
+@pytest.mark.parametrize("preset", KNOWLEDGE_PAPER_PRESETS)
+def test_paper_knowledge_presets_take_the_reference_judge(hydra_ctx: None, preset: str) -> None:
+    """The reference's GPT-4.1 call has no injection guard and sends no sampling parameters."""
+    grader = _compose([f"experiment={preset}"]).grader
+    assert grader._target_.endswith("LLMJudgeGrader")
+    assert grader.injection_guard is False and grader.temperature is None and grader.max_tokens is None
+    ours = _compose(["grader=llm_judge"]).grader
+    assert ours.injection_guard is True and ours.temperature == 0.0 and ours.max_tokens == 16
+
+
+def test_paper_restem_preset_cuts_no_sft_example(hydra_ctx: None) -> None:
+    """The reference's policy SFT sets max_length to its longest example; ours cuts at 2048."""
+    assert _compose(["experiment=paper/knowledge_restem"]).sft.max_length is None
+    assert SFTConfig().max_length == 2048
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [

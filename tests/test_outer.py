@@ -91,6 +91,26 @@ def test_long_completion_truncated_long_prompt_dropped(tokenizer, pairs):
     assert (len(examples), dropped) == (4, 1)
 
 
+def test_max_length_none_keeps_every_example_whole(smollm2_path):
+    """`sft.max_length=null` (the reference: its limit is the longest example) cuts nothing, where
+    2048 cuts a long self-edit's tail and EOS; short examples are the same either way. Only the
+    tokenizer is loaded."""
+    tokenizer = load_tokenizer(str(smollm2_path))
+    prompt = "Passage: read and edit.\nImplications:\n"
+    long = "\n".join(f"{i}. The tower implies fact number {i}." for i in range(400))
+    pairs = [(prompt, long), (prompt, "The tower was finished in 1889.")]
+    n_prompt = len(tokenizer(prompt)["input_ids"])
+    n_long = n_prompt + len(tokenizer(long, add_special_tokens=False)["input_ids"]) + 1
+    assert n_long > 2048
+    whole, dropped = encode_pairs(tokenizer, pairs, max_length=None)
+    cut, _ = encode_pairs(tokenizer, pairs, max_length=2048)
+    assert dropped == 0 and len(whole[0][0]) == len(whole[0][1]) == n_long
+    assert whole[0][1][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(whole[0][1][n_prompt:]) == long + tokenizer.eos_token
+    assert len(cut[0][0]) == 2048 and cut[0][1][-1] != tokenizer.eos_token_id
+    assert whole[0][0][:2048] == cut[0][0] and whole[1] == cut[1]
+
+
 def test_step_groups_cover_each_epoch_once():
     cfg = SFTConfig(epochs=2, batch_size=2, grad_accum=2, seed=3)
     steps = step_groups(5, cfg)

@@ -42,8 +42,11 @@ class TrainRow:
         return sum(label != IGNORE_INDEX for label in self.labels[1:])
 
 
-def tokenize_sequences(tokenizer, texts: list[str], max_length: int, append_eos: bool) -> list[list[int]]:
-    """Token ids per text, EOS appended (the model learns where a fact ends), cut at max_length."""
+def tokenize_sequences(
+    tokenizer, texts: list[str], max_length: int | None, append_eos: bool
+) -> list[list[int]]:
+    """Token ids per text, EOS appended (the model learns where a fact ends), cut at max_length
+    (None: uncut, for `cpt.max_length=null`, which inherits the SFT option)."""
     out = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
