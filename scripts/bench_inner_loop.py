@@ -39,7 +39,7 @@ from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter
 from seal_runner.engines.hf_engine import HFEngine
 from seal_runner.graders.lexical import LexicalGrader, LexicalRule
-from seal_runner.lora.trainer import InnerJob
+from seal_runner.lora.trainer import InnerJob, InnerResult
 from seal_runner.lora.updater import InnerUpdater
 from seal_runner.models import BUILTIN_SMOLLM2, load_tokenizer, pick_device, resolve_model_path
 from seal_runner.prompts import PromptFormatter
@@ -71,17 +71,26 @@ def peak_cuda_gb(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
 
 
+def timed_updates(
+    updater: InnerUpdater, jobs: list[InnerJob], adapter_root: Path, device: str
+) -> tuple[list[tuple[InnerJob, InnerResult, Path | None]], float]:
+    """Train `jobs` as a run does (each adapter saved under `adapter_root`); returns what
+    `InnerUpdater.run` yields per job and the wall seconds, the GPU's queued work included.
+    scripts/gpu_check.py times its measurements with it too."""
+    start = time.perf_counter()
+    done = list(updater.run(jobs, adapter_root))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return done, time.perf_counter() - start
+
+
 def run_path(name, cfg, jobs, articles, args, path, tokenizer, engine, formatter) -> dict:
     device = pick_device(args.device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     updater = InnerUpdater(cfg, path, tokenizer, device=device, dtype=args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        done = list(updater.run(jobs, Path(tmp)))
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        train_s = time.perf_counter() - start
+        done, train_s = timed_updates(updater, jobs, Path(tmp), device)
         adapters = {job.key: LoraAdapter(f"{name}-{job.key}", str(p)) for job, _, p in done if p}
         grader = LexicalGrader(args.rule)
         start = time.perf_counter()

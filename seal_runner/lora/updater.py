@@ -28,8 +28,17 @@ log = logging.getLogger(__name__)
 
 class InnerUpdater:
     def __init__(
-        self, lora_cfg, model_path: str, tokenizer, device: str = "auto", dtype: str = "auto"
+        self,
+        lora_cfg,
+        model_path: str,
+        tokenizer,
+        device: str = "auto",
+        dtype: str = "auto",
+        model: torch.nn.Module | None = None,
     ) -> None:
+        """`model`: an already built causal LM to train over instead of loading `model_path` (a random
+        initialised architecture: scripts/gpu_check.py measures a 7B without its weights); `model_path`
+        then only names the base in the saved adapters' configs."""
         if lora_cfg.mode not in LoraMode.values():  # a LoraConfig built in Python is not checked by OmegaConf
             raise InputError(f"lora.mode must be one of {LoraMode.values()}, got {lora_cfg.mode!r}")
         # A private copy: an out-of-memory retry lowers max_tokens_per_forward for this updater only.
@@ -39,7 +48,7 @@ class InnerUpdater:
             else copy.deepcopy(lora_cfg)  # a LoraConfig dataclass (scripts, tests)
         )
         self.cfg, self.model_path = lora_cfg, model_path
-        base = load_causal_lm(model_path, dtype=dtype, device=device)
+        base = model if model is not None else load_causal_lm(model_path, dtype=dtype, device=device)
         if lora_cfg.mode == LoraMode.fast:
             lora = MultiLoraModel(
                 base,
