@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from seal_runner.domains.knowledge.data import load_articles
+from seal_runner.domains.knowledge.domain import training_pool
 from seal_runner.domains.knowledge.proxy import (
     AnswerLikelihood,
     inner_cost_per_candidate,
@@ -27,14 +28,13 @@ from seal_runner.domains.knowledge.proxy import (
 from seal_runner.models import load_causal_lm, load_tokenizer
 from seal_runner.prompts import PromptFormatter
 from seal_runner.records import read_jsonl, write_json
-from seal_runner.stages.restem import training_contexts
 
 
 def score_round(cfg, policy: str, round_dir: Path) -> dict:
     candidates = json.loads((round_dir / "rewards.json").read_text())
     d = cfg.domain
     heldout = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
-    articles = {a.index: a for a in training_contexts(cfg, heldout)}
+    articles = {a.index: a for a in training_pool(cfg.domain, cfg.restem, heldout)}
     missing = {c["context"] for c in candidates} - set(articles)
     if missing:
         raise SystemExit(f"{round_dir}/rewards.json: contexts {sorted(missing)} are not in the run's data")

@@ -51,6 +51,7 @@ class ModelConfig:
 class KnowledgeDomainConfig:
     """SQuAD-style passages and the paper's self-edit → training-sequence rules."""
 
+    _target_: str = "seal_runner.domains.knowledge.domain.KnowledgeDomain"  # its stage=restem side
     name: str = "knowledge"
     data_path: str = "builtin:demo"  # builtin:demo, generated:<seed> or a JSON file in the list format
     shuffle_seed: int | None = None  # the paper shuffles with random.Random(42) before slicing

@@ -12,7 +12,9 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from seal_runner.domains.base import Domain
 from seal_runner.engines.base import Engine
+from seal_runner.errors import InputError
 from seal_runner.logs import share as share_logging
 from seal_runner.models import load_tokenizer, resolve_model_path
 from seal_runner.prompts import PromptFormatter
@@ -110,6 +112,17 @@ def setup_run(cfg: DictConfig) -> RunContext:
     return RunContext(
         cfg, run_dir, model_path, tokenizer, PromptFormatter(tokenizer, cfg.model.chat), Tracker(cfg, run_dir)
     )
+
+
+def build_domain(cfg: DictConfig, ctx: RunContext) -> Domain:
+    """The run's domain, from `domain._target_`: its own group's keys as keyword arguments, the run
+    context and the `restem` group passed in (a new domain needs its own YAML file and class only)."""
+    if "_target_" not in cfg.domain:
+        raise InputError(
+            f"domain={cfg.domain.get('name')} has no domain._target_, so it cannot run the outer loop; "
+            "point domain._target_ at a class implementing seal_runner.domains.base.Domain"
+        )
+    return instantiate(cfg.domain, _partial_=True)(run=ctx, restem=cfg.restem)
 
 
 def check_devices(cfg: DictConfig) -> None:
