@@ -133,6 +133,7 @@ def untied_tiny_model_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_toy_domain_learns_its_marker_through_stage_restem(untied_tiny_model_dir, tmp_path):
     conf = tmp_path / "conf"
