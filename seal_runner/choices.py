@@ -63,10 +63,12 @@ class LrSchedule(Choice):
 
 
 class Reward(Choice):
-    """`restem.reward`: inner update + graded QA (the paper), or the no-update likelihood proxy."""
+    """`restem.reward`: knowledge's inner update + graded QA (the paper) or no-update likelihood
+    proxy; ARC's solved (1 when the self-edit's test-time training solves the task, else 0)."""
 
     inner = "inner"
     proxy = "proxy"
+    solved = "solved"
 
 
 class ArcSource(Choice):

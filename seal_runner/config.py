@@ -121,6 +121,7 @@ class ARCOracleConfig:
 class ARCDomainConfig:
     """Few-shot ARC (paper §3): tasks, leave-n TTT data, self-edit guards, augmented voting eval."""
 
+    _target_: str = "seal_runner.domains.arc.domain.ArcDomain"  # its outer-loop side
     name: str = "arc"
     source: ArcSource = ArcSource.files  # files (ARC-AGI JSON) | generated (procedural tasks)
     train_challenges: str | None = None
@@ -179,7 +180,8 @@ class RestemConfig:
     samples_per_context: int = 5
     inner_seeds: int = 3
     # inner: the paper's reward (inner update + graded QA); proxy: no update, the self-edit's gain in
-    # gold-answer log-likelihood as context (seal_runner/domains/knowledge/proxy.py)
+    # gold-answer log-likelihood as context (seal_runner/domains/knowledge/proxy.py); solved: ARC's
+    # (the adapted model solves its task), the one reward of domain=arc (restem=arc_bc)
     reward: Reward = Reward.inner
     selection: SelectionRule = SelectionRule.best_of_k  # best_of_k | positive_gain | threshold | all_positive
     threshold: float = 0.0

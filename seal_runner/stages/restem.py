@@ -4,11 +4,13 @@ Round r, with policy_r (round 0 = the starting model) and the domain picked by `
 (seal_runner/domains/base.py):
   1. held-out evaluation of policy_r (`domain.evaluate`);
   2. sample self-edits on the round's training contexts with policy_r (`domain.sample`);
-  3. reward each non-empty one (`domain.score`: knowledge = inner updates + graded QA);
+  3. reward each non-empty one (`domain.score`: knowledge = inner updates + graded QA; ARC = test-time
+     training + solved or not);
   4. select (`restem.selection`), SFT policy_r on (self-edit prompt -> chosen self-edit), merge ->
      policy_{r+1}.
 After the last round the final policy is evaluated too. Everything lives under round_<r>/ and
-eval/round_<r>/ in the run dir and is skipped on a rerun once on disk.
+eval/round_<r>/ in the run dir and is skipped on a rerun once on disk. Steps 2-4 are `improve`, which
+stage=arc also runs for its behaviour-cloning rounds (`restem=arc_bc`) between its Table 1 conditions.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ARC domain's resumable steps, used by `stage=arc` for every condition and RL round.
+"""The ARC domain's resumable steps, used by domain.py for every condition and BC round.
 
 Each step appends its records to a JSONL file as it goes and skips what is already on disk, so a
 rerun of a run directory does no new sampling, training or decoding:

@@ -20,6 +20,7 @@ from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies, mean_and_se
 from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
 from seal_runner.domains.knowledge.report import comparisons, plot_round_curve, plot_table2, table2_rows
+from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
 from seal_runner.stages.common import Engines, RunContext
@@ -48,6 +49,10 @@ class KnowledgeDomain:
     objective_name = "selfedit_accuracy"
 
     def __init__(self, run: RunContext, restem: DictConfig, **settings) -> None:
+        if restem.reward not in REWARDS:
+            raise InputError(
+                f"restem.reward={restem.reward} is not a knowledge reward; choose from {', '.join(REWARDS)}"
+            )
         self.run, self.cfg, self.r = run, run.cfg, restem
         self.d = OmegaConf.create(settings)
         self._heldout: list[Article] | None = None
