@@ -3,7 +3,8 @@
 The random model never writes valid JSON, so its self-edit attempts exercise the re-sampling budget;
 one earlier run's records are seeded into round_0 (a valid self-edit per training task, one of them
 already scored as solved) so test-time training of self-edits, behaviour cloning and the SEAL
-condition on the cloned policy all run, as they would when resuming a real run.
+condition on the cloned policy all run, as they would when resuming a real run. The BC round is a
+round of the shared outer loop (stages/restem.py `improve`: reward = solved, `all_positive`).
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def test_arc_stage_end_to_end_and_resume(tiny_model_dir, tmp_path):
     assert sorted(u["task"] for u in updates) == sorted(train_ids)
     assert all(u["steps"] > 0 and u["adapter"] for u in updates)
     assert all(u["plan"]["augmentation_groups"] == ["basic"] for u in updates)
+    rewards = json.loads((round_0 / "rewards.json").read_text())  # the shared loop's candidates
+    assert [(c["task"], c["reward"]) for c in rewards] == [(train_ids[0], 1.0), (train_ids[1], 0.0)]
     sft = json.loads((round_0 / "sft.json").read_text())
     assert [p["task"] for p in sft] == [train_ids[0]] and sft[0]["completion"] == EDIT
     assert (round_0 / "policy" / "sft_done.json").exists()

@@ -433,7 +433,7 @@ def test_bad_data_file_on_the_command_line_has_no_traceback(tmp_path, tiny_model
 CHOICES = {
     "unknown reward": (
         ["stage=restem", "restem.reward=oracle"],
-        ["restem.reward", "Invalid value 'oracle', expected one of [inner, proxy]"],
+        ["restem.reward", "Invalid value 'oracle', expected one of [inner, proxy, solved]"],
     ),
     "unknown strategy": (
         ["stage=continual", "continual.strategy=ewc"],
