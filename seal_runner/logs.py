@@ -87,6 +87,9 @@ def self_printing() -> list[str]:
     ]
 
 
+RESOURCE_TRACKER_NOTICE = "ignore:resource_tracker:UserWarning"
+
+
 def share() -> Path | None:
     """Write this Hydra job's logging config to `<output dir>/logs/` for every process of the run and
     apply it here; call it once the libraries are imported and before any child starts. None outside
@@ -114,6 +117,11 @@ def share() -> Path | None:
     os.environ[ENV] = str(path)
     if int(os.environ.get("VLLM_CONFIGURE_LOGGING", "1")):  # vLLM refuses a config file it may not apply
         os.environ[VLLM_ENV] = str(path)
+    # The multiprocessing resource tracker never imports seal_runner, so its shutdown notice about
+    # shared memory (which it then unlinks itself) cannot reach the file; it is the one line silenced.
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        w for w in (os.environ.get("PYTHONWARNINGS"), RESOURCE_TRACKER_NOTICE) if w
+    )
     apply(path)
     return path
 

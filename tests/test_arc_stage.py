@@ -114,7 +114,9 @@ def test_arc_stage_end_to_end_and_resume(tiny_model_dir, tmp_path):
     assert (run_dir / "eval" / "seal" / "self_edits.jsonl").exists()
 
     files = sorted(
-        p for p in run_dir.rglob("*.json*") if ".hydra" not in p.parts and p.name != "summary.json"
+        p
+        for p in run_dir.rglob("*.json*")
+        if not {".hydra", "logs"} & set(p.parts) and p.name != "summary.json"
     )
     before = {p: p.read_bytes() for p in files}
     run_arc(tiny_model_dir, run_dir)  # rerun: nothing new sampled, trained or decoded

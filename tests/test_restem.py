@@ -92,7 +92,9 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     assert all((run_dir / name).read_bytes()[:4] == b"\x89PNG" for name in ("round_curve.png", "table2.png"))
 
     files = sorted(
-        p for p in run_dir.rglob("*.json*") if ".hydra" not in p.parts and p.name != "summary.json"
+        p
+        for p in run_dir.rglob("*.json*")
+        if not {".hydra", "logs"} & set(p.parts) and p.name != "summary.json"
     )
     before = {p: p.read_bytes() for p in files}
     run_restem(tiny_model_dir, run_dir, *extra)  # rerun: nothing new sampled, trained or graded
