@@ -16,6 +16,11 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer random Llama with the SmolLM2 tokenizer, saved as an HF checkpoint."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tie_word_embeddings=True)
+
+
+def save_tiny_llama(path: Path, tie_word_embeddings: bool) -> Path:
+    """The tests' 2-layer random Llama (seed 0) with the SmolLM2 tokenizer, saved to `path`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -29,12 +34,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
