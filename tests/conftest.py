@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,25 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SEAL_SHARED_DIR", REPO.parent / "shared"))
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx() -> Iterator[None]:
+    """seal_runner's config module for Hydra's compose API, for the tests of one module."""
+    from hydra import initialize_config_module
+
+    from seal_runner.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="seal_runner.conf", version_base="1.3"):
+        yield
+
+
+def compose_config(overrides: list[str]):
+    """The composed `seal-run` config for `overrides` (inside `hydra_ctx`)."""
+    from hydra import compose
+
+    return compose(config_name="config", overrides=overrides)
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,12 @@ that only joins the turns (the ARC prompts are built but never tokenised).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
+from conftest import compose_config as _compose
 from omegaconf import DictConfig
 
-from seal_runner.config import register_configs
 from seal_runner.domains.arc.domain import ArcDomain
 from seal_runner.domains.knowledge.domain import KnowledgeDomain
 from seal_runner.errors import InputError
@@ -67,17 +65,6 @@ class Tracker:
 
     def table(self, name: str, rows: list[dict]) -> None:
         self.tables[name] = rows
-
-
-@pytest.fixture(scope="module")
-def hydra_ctx() -> Iterator[None]:
-    register_configs()
-    with initialize_config_module(config_module="seal_runner.conf", version_base="1.3"):
-        yield
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    return compose(config_name="config", overrides=overrides)
 
 
 def _run(cfg: DictConfig, run_dir: Path) -> RunContext:

@@ -12,14 +12,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
+from conftest import compose_config as _compose
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from seal_runner.choices import (
     ArcSource,
@@ -33,7 +32,7 @@ from seal_runner.choices import (
     Reward,
     Stage,
 )
-from seal_runner.config import LoraConfig, register_configs
+from seal_runner.config import LoraConfig
 from seal_runner.domains.knowledge.strategies import ContinualStrategy
 from seal_runner.errors import InputError
 from seal_runner.graders.lexical import LexicalRule
@@ -59,17 +58,6 @@ CHOICE_KEYS: dict[str, tuple[list[str], type[Choice]]] = {
     "engine.api": (["engine=openai"], OpenAIApi),
     "qa_engine.api": (["~experiment", "engine@qa_engine=openai"], OpenAIApi),  # the demo sets hf fields
 }
-
-
-@pytest.fixture(scope="module")
-def hydra_ctx() -> Iterator[None]:
-    register_configs()
-    with initialize_config_module(config_module="seal_runner.conf", version_base="1.3"):
-        yield
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    return compose(config_name="config", overrides=overrides)
 
 
 def _error_text(exc: BaseException) -> str:
