@@ -20,11 +20,11 @@ from omegaconf import OmegaConf
 from seal_runner.domains.knowledge.data import load_articles
 from seal_runner.domains.knowledge.domain import training_pool
 from seal_runner.domains.knowledge.proxy import (
-    AnswerLikelihood,
     inner_cost_per_candidate,
     proxy_rewards,
     rank_agreement,
 )
+from seal_runner.likelihood import AnswerLikelihood
 from seal_runner.models import load_causal_lm, load_tokenizer
 from seal_runner.prompts import PromptFormatter
 from seal_runner.records import read_jsonl, write_json

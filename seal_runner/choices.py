@@ -63,10 +63,12 @@ class LrSchedule(Choice):
 
 
 class Reward(Choice):
-    """`restem.reward`: knowledge's inner update + graded QA (the paper) or no-update likelihood
-    proxy; ARC's solved (1 when the self-edit's test-time training solves the task, else 0)."""
+    """`restem.reward`: knowledge's inner update + graded QA (the paper), the same update scored by
+    gold-answer log-likelihood, or the no-update likelihood proxy; ARC's solved (1 when the
+    self-edit's test-time training solves the task, else 0)."""
 
     inner = "inner"
+    likelihood = "likelihood"
     proxy = "proxy"
     solved = "solved"
 

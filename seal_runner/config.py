@@ -179,9 +179,11 @@ class RestemConfig:
     rounds: int = 2
     samples_per_context: int = 5
     inner_seeds: int = 3
-    # inner: the paper's reward (inner update + graded QA); proxy: no update, the self-edit's gain in
-    # gold-answer log-likelihood as context (seal_runner/domains/knowledge/proxy.py); solved: ARC's
-    # (the adapted model solves its task), the one reward of domain=arc (restem=arc_bc)
+    # inner: the paper's reward (inner update + graded QA); likelihood: the same update, scored by
+    # the gain in gold-answer log-likelihood over no update (dense where accuracy sits at 0; needs
+    # qa_engine=hf); proxy: no update, the self-edit's gain in gold-answer log-likelihood as context
+    # (seal_runner/domains/knowledge/proxy.py); solved: ARC's (the adapted model solves its task),
+    # the one reward of domain=arc (restem=arc_bc)
     reward: Reward = Reward.inner
     selection: SelectionRule = SelectionRule.best_of_k  # best_of_k | positive_gain | threshold | all_positive
     threshold: float = 0.0
@@ -191,6 +193,9 @@ class RestemConfig:
     # the policy is also updated on the passage alone (the paired baseline a self-edit must beat).
     heldout_samples: int = 1
     heldout_passage: bool = False
+    # Also score every held-out condition by its gold answers' log-likelihood (qa_engine=hf): a dense
+    # paired measure beside accuracy, which moves in steps of one question.
+    heldout_likelihood: bool = False
     # Training contexts: this file (null = domain.data_path) from train_start on; when it is the same
     # file as the held-out set, the pool starts after the held-out slice so the two never overlap.
     train_data_path: str | None = None

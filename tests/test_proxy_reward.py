@@ -9,7 +9,6 @@ import pytest
 
 from seal_runner.domains.knowledge.data import QA, Article
 from seal_runner.domains.knowledge.proxy import (
-    AnswerLikelihood,
     answer_pairs,
     average_ranks,
     inner_cost_per_candidate,
@@ -18,6 +17,7 @@ from seal_runner.domains.knowledge.proxy import (
     rank_agreement,
     spearman,
 )
+from seal_runner.likelihood import AnswerLikelihood
 from seal_runner.prompts import PromptFormatter
 
 ARTICLE = Article(

@@ -101,6 +101,49 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     assert {p: p.read_bytes() for p in files} == before
 
 
+def test_likelihood_reward_and_heldout_answer_logprob(tiny_model_dir, tmp_path):
+    """reward=likelihood: every candidate's reward is its update's gain in gold-answer log-probability
+    over no update (finite, so best-of-k keeps one per context); the held-out evaluation scores every
+    condition by likelihood too and the table prints the paired differences."""
+    run_dir = tmp_path / "run"
+    extra = (
+        "engine@qa_engine=hf",
+        "restem.reward=likelihood",
+        "restem.heldout_likelihood=true",
+        "restem.heldout_passage=true",
+    )
+    proc = run_restem(tiny_model_dir, run_dir, *extra)
+    rewards = json.loads((run_dir / "round_0" / "rewards.json").read_text())
+    assert len(rewards) == 4 and all(c["baseline"] == 0.0 and c["reward"] == c["reward"] for c in rewards)
+    assert len({round(c["reward"], 6) for c in rewards}) > 1  # dense: the updates differ
+    scored = [json.loads(line) for line in (run_dir / "round_0" / "rewards_logprob.jsonl").open()]
+    assert {r["condition"] for r in scored} == {"baseline"} | {
+        c["key"] for c in map(json.loads, (run_dir / "round_0" / "updates.jsonl").open())
+    }
+    assert len(json.loads((run_dir / "round_0" / "sft.json").read_text())) == 2  # best-of-k per context
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for record in summary["rounds"]:
+        assert set(record["heldout"]["answer_logprob"]) == {"base", "selfedit", "passage"}
+    assert "round_1_vs_round_0" in summary["likelihood_comparisons"]
+    assert "paired log-likelihood differences" in proc.stdout
+
+    bad = subprocess.run(
+        [
+            SEAL_RUN,
+            "stage=restem",
+            f"model.name_or_path={tiny_model_dir}",
+            "experiment=paper/knowledge_restem",  # answers with vLLM
+            "restem.reward=likelihood",
+            f"hydra.run.dir={tmp_path / 'bad'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "engine@qa_engine=hf" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
+
+
 def test_proxy_vs_true_sweep_scores_the_same_self_edits_and_writes_the_table(tiny_model_dir, tmp_path):
     """The preset's two jobs sample identical round-0 self-edits; the proxy job trains no inner
     adapter for its rewards, and the callback joins both into comparison.md."""

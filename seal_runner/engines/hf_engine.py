@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seal_runner.engines.base import Completion, LoraAdapter, Sampling
+from seal_runner.likelihood import AnswerLikelihood
 from seal_runner.lora.multi_lora import MultiLoraModel
 from seal_runner.models import load_causal_lm, load_tokenizer
 
@@ -83,6 +84,32 @@ class HFEngine:
                 bar.update(len(batch))
         bar.close()
         return results  # type: ignore[return-value]
+
+    def answer_logprobs(
+        self, pairs: Sequence[tuple[str, str]], adapters: Sequence[LoraAdapter | None]
+    ) -> list[float]:
+        """Mean log-probability per gold-answer token of each (prompt, answer) pair, teacher-forced,
+        under its adapter (None: the base model); adapters fill the slots `max_loras` at a time as in
+        `generate`. A dense measure of what an update taught, where greedy answers are mostly 0/1."""
+        distinct = list(dict.fromkeys(a for a in adapters if a is not None))
+        if distinct:
+            self._ensure_lora(distinct)
+        router = self.lora.router if self.lora is not None else None
+        scorer = AnswerLikelihood(self.model, self.tokenizer, self.batch_size, self.max_model_len, router)
+        scores: list[float | None] = [None] * len(pairs)
+        for chunk_start in range(0, max(1, len(distinct)), self.max_loras):
+            chunk = distinct[chunk_start : chunk_start + self.max_loras]
+            slot_of = {a: i for i, a in enumerate(chunk)}
+            for adapter, slot in slot_of.items():
+                self.lora.load_peft(slot, adapter.path)
+            todo = [i for i, a in enumerate(adapters) if (a in slot_of) or (a is None and chunk_start == 0)]
+            if not todo:
+                continue
+            rows = [slot_of[adapters[i]] if adapters[i] is not None else -1 for i in todo]
+            values = scorer([pairs[i] for i in todo], rows if router is not None else None)
+            for i, value in zip(todo, values, strict=True):
+                scores[i] = value
+        return scores  # type: ignore[return-value]
 
     @torch.no_grad()
     def _generate_batch(

@@ -18,7 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from seal_runner.choices import Reward
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies, mean_and_se
-from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, sample_selfedits, train_adapters
+from seal_runner.domains.knowledge.pipeline import (
+    adapter_for,
+    answer_logprobs,
+    answer_units,
+    sample_selfedits,
+    train_adapters,
+)
 from seal_runner.domains.knowledge.report import comparisons, plot_round_curve, plot_table2, table2_rows
 from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
@@ -29,6 +35,7 @@ from seal_runner.stats import bootstrap_mean_ci, paired_difference
 log = logging.getLogger(__name__)
 
 LONG_DEMO = "seal-run experiment=demo/seal_effect_cpu"
+HF_ENGINE = "seal_runner.engines.hf_engine.HFEngine"
 
 
 def training_pool(d: DictConfig, r: DictConfig, heldout: list[Article]) -> list[Article]:
@@ -52,6 +59,13 @@ class KnowledgeDomain:
         if restem.reward not in REWARDS:
             raise InputError(
                 f"restem.reward={restem.reward} is not a knowledge reward; choose from {', '.join(REWARDS)}"
+            )
+        scoring = restem.reward == Reward.likelihood or restem.get("heldout_likelihood", False)
+        if scoring and run.cfg.qa_engine._target_ != HF_ENGINE:
+            raise InputError(
+                "restem.reward=likelihood and restem.heldout_likelihood score gold answers by "
+                f"teacher forcing, which only the transformers engine does: add engine@qa_engine=hf "
+                f"(qa_engine is {run.cfg.qa_engine._target_})"
             )
         self.run, self.cfg, self.r = run, run.cfg, restem
         self.d = OmegaConf.create(settings)
@@ -146,13 +160,16 @@ class KnowledgeDomain:
             if (adapter := adapter_for(updates.get(job.key), f"{out.parent.name}/{out.name}"))
         ]
         results = answer_units(cfg, engines.qa, run.grader(), run.formatter, units, out / "results.jsonl")
-        accuracy = article_accuracies(results)
-        per_article = {"base": _accuracies(accuracy, "base")}
-        samples = [_accuracies(accuracy, f"selfedit{_sample_suffix(s)}") for s in range(r.heldout_samples)]
-        per_article["selfedit"] = _mean_over_samples(samples)
-        if r.heldout_passage:
-            per_article["passage"] = _accuracies(accuracy, "passage")
+        per_article, samples = _per_condition(article_accuracies(results), r)
         summary = {condition: _accuracy_summary(values) for condition, values in per_article.items()}
+        if r.heldout_likelihood:
+            logprob = answer_logprobs(
+                engines.qa, run.formatter, units, self.d.topic_prefix, out / "answer_logprobs.jsonl"
+            )
+            summary["answer_logprob"] = {
+                condition: _summary(values, "mean_logprob") | {"per_article": values}
+                for condition, values in _per_condition(logprob, r)[0].items()
+            }
         summary["selfedit"]["samples"] = r.heldout_samples
         summary["failed_updates"] = sum(bool(u.get("failed")) for u in updates.values())
         summary["per_article"] = per_article
@@ -171,6 +188,9 @@ class KnowledgeDomain:
             if c in h
             for suffix, key in (("", "macro_accuracy"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))
         }
+        metrics |= {
+            f"heldout/{c}_answer_logprob": v["mean_logprob"] for c, v in h.get("answer_logprob", {}).items()
+        }
         metrics["heldout/selfedit_tokens"] = h["mean_selfedit_tokens"]
         return metrics
 
@@ -179,6 +199,7 @@ class KnowledgeDomain:
             "heldout_articles": len(heldout),
             "heldout_data": self.d.data_path,
             "comparisons": comparisons(rounds),
+            "likelihood_comparisons": comparisons(rounds, "answer_logprob"),
             "table2": table2_rows(rounds),
             "objective": rounds[-1]["heldout"]["selfedit"]["macro_accuracy"],
         }
@@ -199,6 +220,16 @@ def _sample_suffix(sample: int) -> str:
     return f"-s{sample}" if sample else ""
 
 
+def _per_condition(values: dict[tuple[str, int], float], r: DictConfig) -> tuple[dict, list[dict]]:
+    """Per-article values of base, selfedit (mean over the held-out samples) and passage (when
+    measured); and each self-edit sample's own values (the noise floor's inputs)."""
+    samples = [_accuracies(values, f"selfedit{_sample_suffix(s)}") for s in range(r.heldout_samples)]
+    out = {"base": _accuracies(values, "base"), "selfedit": _mean_over_samples(samples)}
+    if r.heldout_passage:
+        out["passage"] = _accuracies(values, "passage")
+    return out, samples
+
+
 def _accuracies(accuracy: dict[tuple[str, int], float], condition: str) -> dict[int, float]:
     return {article: acc for (c, article), acc in accuracy.items() if c == condition}
 
@@ -215,10 +246,14 @@ def _mean_over_samples(samples: list[dict[int, float]]) -> dict[int, float]:
 
 def _accuracy_summary(per_article: dict[int, float]) -> dict:
     """Macro accuracy with its SE and bootstrap 95% CI over articles."""
+    return _summary(per_article, "macro_accuracy")
+
+
+def _summary(per_article: dict[int, float], name: str) -> dict:
     values = list(per_article.values())
     mean, se = mean_and_se(values)
     _, low, high = bootstrap_mean_ci(values)
-    return {"macro_accuracy": mean, "se": se, "ci_low": low, "ci_high": high, "articles": len(values)}
+    return {name: mean, "se": se, "ci_low": low, "ci_high": high, "articles": len(values)}
 
 
 def selfedit_counts(edits) -> dict[str, int]:
@@ -241,18 +276,18 @@ def _candidate(article: Article, sample: int, edit: dict, **scores) -> dict:
     }
 
 
-def inner_rewards(
-    domain: KnowledgeDomain, engines: Engines, policy: str, contexts: list[Article], edits: dict, out: Path
-) -> list[dict]:
-    """The paper's reward: mean adapted accuracy over `restem.inner_seeds` inner updates."""
-    run, cfg, r = domain.run, domain.cfg, domain.r
-    jobs = [
+def _reward_jobs(
+    domain: KnowledgeDomain, contexts: list[Article], edits: dict, out: Path
+) -> list[tuple[Article, InnerJob]]:
+    """One inner update per (context, sampled self-edit, inner seed), seeded by the round."""
+    seed, r = domain.cfg.seed, domain.r
+    return [
         (
             a,
             InnerJob(
                 _candidate_key(a, s, i),
                 edits[(a.index, s)]["sequences"],
-                derive_seed(cfg.seed, out.name, a.index, s, i),
+                derive_seed(seed, out.name, a.index, s, i),
             ),
         )
         for a in contexts
@@ -260,6 +295,14 @@ def inner_rewards(
         if (a.index, s) in edits
         for i in range(r.inner_seeds)
     ]
+
+
+def inner_rewards(
+    domain: KnowledgeDomain, engines: Engines, policy: str, contexts: list[Article], edits: dict, out: Path
+) -> list[dict]:
+    """The paper's reward: mean adapted accuracy over `restem.inner_seeds` inner updates."""
+    run, cfg, r = domain.run, domain.cfg, domain.r
+    jobs = _reward_jobs(domain, contexts, edits, out)
     updates = train_adapters(
         cfg, policy, run.tokenizer, [j for _, j in jobs], out / "updates.jsonl", out / "adapters", run.tracker
     )
@@ -289,6 +332,49 @@ def inner_rewards(
     return candidates
 
 
+def likelihood_rewards(
+    domain: KnowledgeDomain, engines: Engines, policy: str, contexts: list[Article], edits: dict, out: Path
+) -> list[dict]:
+    """The paper's inner update, scored densely: reward = mean over `restem.inner_seeds` updates of
+    the gain in mean gold-answer log-probability per token (no context, teacher-forced) over the
+    policy without an update. Where greedy answers after a small update are almost all wrong (the
+    paper-shaped CPU regime: 0 of 47 candidates above 0 in RESULTS.md's run3), accuracy cannot rank
+    the candidates; how much likelier the answers became can. The baseline is 0 (the reward is
+    already a gain), so `positive_gain` keeps updates that made the answers likelier."""
+    run, cfg, r = domain.run, domain.cfg, domain.r
+    jobs = _reward_jobs(domain, contexts, edits, out)
+    updates = train_adapters(
+        cfg, policy, run.tokenizer, [j for _, j in jobs], out / "updates.jsonl", out / "adapters", run.tracker
+    )
+    units = [("baseline", a, None) for a in contexts]
+    for article, job in jobs:
+        adapter = adapter_for(updates.get(job.key), f"{out.parent.name}/{out.name}")
+        if adapter is not None:
+            units.append((job.key, article, adapter))
+    logprob = answer_logprobs(
+        engines.qa, run.formatter, units, domain.d.topic_prefix, out / "rewards_logprob.jsonl"
+    )
+    candidates = []
+    for a in contexts:
+        before = logprob[("baseline", a.index)]
+        for s in (s for s in range(r.samples_per_context) if (a.index, s) in edits):
+            runs = [logprob.get((_candidate_key(a, s, i), a.index)) for i in range(r.inner_seeds)]
+            gains = [v - before for v in runs if v is not None]
+            candidates.append(
+                _candidate(
+                    a,
+                    s,
+                    edits[(a.index, s)],
+                    reward=sum(gains) / len(gains) if gains else 0.0,
+                    inner_runs=runs,
+                    failed_inner_runs=len(runs) - len(gains),
+                    baseline=0.0,
+                    baseline_logprob=before,
+                )
+            )
+    return candidates
+
+
 def proxy_rewards_for(
     domain: KnowledgeDomain, engines: Engines, policy: str, contexts: list[Article], edits: dict, out: Path
 ) -> list[dict]:
@@ -296,7 +382,8 @@ def proxy_rewards_for(
     when it precedes the question (proxy_gain), under the policy. The gain is already relative to
     the context without a self-edit, so the baseline is 0 and `positive_gain` keeps self-edits that
     make the answers likelier."""
-    from seal_runner.domains.knowledge.proxy import AnswerLikelihood, proxy_rewards
+    from seal_runner.domains.knowledge.proxy import proxy_rewards
+    from seal_runner.likelihood import AnswerLikelihood
     from seal_runner.models import load_causal_lm, release_memory
 
     run, cfg = domain.run, domain.cfg
@@ -324,7 +411,11 @@ def proxy_rewards_for(
     return candidates
 
 
-REWARDS = {Reward.inner: inner_rewards, Reward.proxy: proxy_rewards_for}
+REWARDS = {
+    Reward.inner: inner_rewards,
+    Reward.likelihood: likelihood_rewards,
+    Reward.proxy: proxy_rewards_for,
+}
 
 
 def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
@@ -373,6 +464,26 @@ def format_table(summary: dict) -> str:
             f"  {name:<38} {100 * diff['mean']:+.1f} pts [{100 * diff['ci_low']:+.1f}, "
             f"{100 * diff['ci_high']:+.1f}], {diff['n']} articles{noise}"
         )
+    if summary.get("likelihood_comparisons"):
+        lines.append(
+            "gold-answer log-likelihood (mean log-prob per answer token, no context) [95% CI]: "
+            + "; ".join(
+                f"{'start' if r['round'] == 0 else 'round ' + str(r['round'])} "
+                + ", ".join(
+                    f"{c} {v['mean_logprob']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+                    for c, v in r["heldout"]["answer_logprob"].items()
+                )
+                for r in rounds
+                if "answer_logprob" in r["heldout"]
+            )
+        )
+        lines.append("  paired log-likelihood differences (a - b, nats per answer token) [95% CI]:")
+        for name, diff in summary["likelihood_comparisons"].items():
+            noise = " (within noise)" if diff["within_noise"] else ""
+            lines.append(
+                f"  {name:<38} {diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}], "
+                f"{diff['n']} articles{noise}"
+            )
     lines.append(
         f"total {summary['total_s']:.0f} s; final policy (after round {summary['final_policy_round']}): "
         f"{summary['final_policy']}; plots: {', '.join(summary['plots'].values())}"

@@ -4,6 +4,7 @@ Each step appends its records to a JSONL file as it goes and skips units already
   sample_selfedits  (article, sample) -> self-edit text and its training sequences
   train_adapters    job key -> inner-update record with the adapter directory
   answer_units      (condition, article) -> graded answers to every question
+  answer_logprobs   (condition, article) -> gold-answer log-likelihood of every question
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from omegaconf import DictConfig
 
 from seal_runner.domains.knowledge.data import Article
 from seal_runner.domains.knowledge.evaluate import answer_questions
+from seal_runner.domains.knowledge.proxy import answer_pairs
 from seal_runner.domains.knowledge.selfedit import drop_cut_line, selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter, Sampling
+from seal_runner.errors import InputError
 from seal_runner.inner import train_and_record
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.prompts import PromptFormatter, selfedit_prompt
@@ -173,6 +176,43 @@ def answer_units(
         append_jsonl(path, new)
         records += new
     return records
+
+
+def answer_logprobs(
+    engine, formatter, units: list[tuple[str, Article, LoraAdapter | None]], topic_prefix: bool, path: Path
+) -> dict[tuple[str, int], float]:
+    """Per (condition, article): the mean over its questions of the mean log-probability per
+    gold-answer token under the unit's adapter, teacher-forced with the QA prompt the graded answers
+    use. Needs an engine that scores (`qa_engine=hf`); resumable per question like `answer_units`."""
+    if not hasattr(engine, "answer_logprobs"):
+        raise InputError(
+            f"{type(engine).__name__} cannot score gold answers; the likelihood reward and held-out "
+            "answer log-likelihoods need qa_engine=hf"
+        )
+    records = read_jsonl(path)
+    scored = _graded(records)
+    pairs, adapters, meta = [], [], []
+    formatter = prompt_formatter(engine, formatter)
+    for condition, article, adapter in units:
+        for qi, pair in enumerate(answer_pairs(formatter, article, None, topic_prefix)):
+            if (condition, article.index, qi) not in scored:
+                pairs.append(pair)
+                adapters.append(adapter)
+                meta.append((condition, article.index, qi))
+    if pairs:
+        values = engine.answer_logprobs(pairs, adapters)
+        new = [
+            {"condition": c, "article": a, "question_index": qi, "logprob": v}
+            for (c, a, qi), v in zip(meta, values, strict=True)
+        ]
+        append_jsonl(path, new)
+        records += new
+    by_unit: dict[tuple[str, int], list[float]] = {}
+    wanted = {(condition, article.index) for condition, article, _ in units}
+    for r in records:
+        if (r["condition"], r["article"]) in wanted:
+            by_unit.setdefault((r["condition"], r["article"]), []).append(r["logprob"])
+    return {key: sum(v) / len(v) for key, v in by_unit.items()}
 
 
 def unanswered(units: list[tuple[str, Article, LoraAdapter | None]], records: list[dict]) -> list:

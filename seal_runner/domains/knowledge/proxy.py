@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
-import torch
-
 from seal_runner.domains.knowledge.data import Article
+from seal_runner.likelihood import AnswerLikelihood
 from seal_runner.prompts import qa_prompt
 from seal_runner.sweeps import by_choice
 
@@ -39,51 +38,6 @@ def answer_pairs(
         text = f"{self_edit.strip()}\n\n{question}" if self_edit is not None else question
         pairs.append((formatter(text), qa.answer))
     return pairs
-
-
-class AnswerLikelihood:
-    """Mean log-probability per answer token of (prompt, answer) pairs under one causal LM.
-
-    The prompt is tokenised as the generation engines tokenise it (special tokens by the tokenizer's
-    rule), the answer separately without them, so the scored tokens are exactly those a greedy
-    answer would have to produce; batches are right-padded and the pads masked."""
-
-    def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int = 1024) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.max_length = batch_size, max_length
-        self.device = next(model.parameters()).device
-        self.tokens_forwarded = 0  # padded tokens through the model: the cost, independent of CPU load
-
-    @torch.no_grad()
-    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        encoded = [self._encode(prompt, answer) for prompt, answer in pairs]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-        scores = [math.nan] * len(encoded)
-        for start in range(0, len(order), self.batch_size):
-            batch = [encoded[i] for i in order[start : start + self.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=self.device)
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=self.device)
-            self.tokens_forwarded += ids.numel()
-            logprobs = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-            for row, (x, answer_start) in enumerate(batch):
-                targets = torch.tensor(x[answer_start:], device=self.device)
-                predicted = logprobs[row, answer_start - 1 : len(x) - 1]
-                value = predicted.gather(-1, targets[:, None]).mean().item()
-                scores[order[start + row]] = value
-        return scores
-
-    def _encode(self, prompt: str, answer: str) -> tuple[list[int], int]:
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        answer_ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if not answer_ids:
-            raise ValueError(f"empty gold answer for prompt ending {prompt[-80:]!r}")
-        keep = self.max_length - len(answer_ids)
-        if keep < 1:
-            raise ValueError(f"gold answer {answer!r} alone exceeds max_length={self.max_length}")
-        prompt_ids = prompt_ids[-keep:]  # keep the question; an over-long self-edit loses its head
-        return prompt_ids + answer_ids, len(prompt_ids)
 
 
 def proxy_rewards(

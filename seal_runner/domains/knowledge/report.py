@@ -13,35 +13,49 @@ from pathlib import Path
 from seal_runner.stats import paired_difference
 
 
-def _per_article(round_record: dict, condition: str) -> dict[int, float] | None:
-    values = round_record["heldout"].get("per_article", {}).get(condition)
+def _per_article(round_record: dict, condition: str, metric: str = "accuracy") -> dict[int, float] | None:
+    """Per-article values of a held-out condition: accuracy, or (`metric="answer_logprob"`) the
+    mean gold-answer log-probability per token; None when that round did not measure it."""
+    h = round_record["heldout"]
+    if metric == "accuracy":
+        values = h.get("per_article", {}).get(condition)
+    else:
+        values = h.get(metric, {}).get(condition, {}).get("per_article")
     # JSON turns the article keys into strings; compare on ints either way.
     return None if values is None else {int(k): v for k, v in values.items()}
 
 
-def comparisons(rounds: list[dict]) -> dict[str, dict]:
-    """Named paired differences (a - b): each later round's self-edit accuracy against round 0's,
-    each round's self-edits against the passage alone, and the noise floor (two self-edit samples of
-    the round-0 policy) when it was measured."""
+def comparisons(rounds: list[dict], metric: str = "accuracy") -> dict[str, dict]:
+    """Named paired differences (a - b) of a held-out metric: each later round's self-edit row
+    against round 0's, each round's self-edits against the passage alone, and (accuracy) the noise
+    floor (two self-edit samples of the round-0 policy) when it was measured."""
     out = {}
     first = rounds[0]
-    start = _per_article(first, "selfedit")
+    start = _per_article(first, "selfedit", metric)
+    if start is None:
+        return out
+
+    def add(name: str, a: dict | None, b: dict | None) -> None:
+        if a is not None and b is not None:  # a round that did not measure the metric is left out
+            out[name] = paired_difference(a, b).as_dict()
+
     for record in rounds[1:]:
-        out[f"round_{record['round']}_vs_round_0"] = paired_difference(
-            _per_article(record, "selfedit"), start
-        ).as_dict()
-    base_passage = _per_article(first, "passage")
+        add(f"round_{record['round']}_vs_round_0", _per_article(record, "selfedit", metric), start)
+    base_passage = _per_article(first, "passage", metric)
     if base_passage is not None:
         for record in rounds:
-            out[f"round_{record['round']}_selfedit_vs_base_passage"] = paired_difference(
-                _per_article(record, "selfedit"), base_passage
-            ).as_dict()
-        own = _per_article(rounds[-1], "passage")
-        if len(rounds) > 1 and own is not None:
-            out["final_selfedit_vs_own_passage"] = paired_difference(
-                _per_article(rounds[-1], "selfedit"), own
-            ).as_dict()
-    if "noise_floor" in first["heldout"]:
+            add(
+                f"round_{record['round']}_selfedit_vs_base_passage",
+                _per_article(record, "selfedit", metric),
+                base_passage,
+            )
+        if len(rounds) > 1:
+            add(
+                "final_selfedit_vs_own_passage",
+                _per_article(rounds[-1], "selfedit", metric),
+                _per_article(rounds[-1], "passage", metric),
+            )
+    if metric == "accuracy" and "noise_floor" in first["heldout"]:
         out["noise_floor"] = first["heldout"]["noise_floor"]
     return out
 
