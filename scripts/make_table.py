@@ -18,7 +18,7 @@ partial sweep is never mistaken for a finished one.
 `--plot` also draws each table as a PNG beside the table output (`<out stem>_<stage>.png`, or
 `<multirun dir>/table_<stage>.png` without --out): one bar per job of its headline accuracy (evaluate:
 the last condition it listed; restem: its last round's held-out self-edit accuracy), with the 95% CI
-where the job's summary has one (restem's do), in the same row order as the table.
+where the job's summary has one (restem's and evaluate's do), in the same row order as the table.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ def test_table2_demo_on_two_passages(tmp_path):
     assert set(summary["conditions"]) == {"base", "passage", "selfedit"}
     (wandb_run,) = offline_wandb_runs(run_dir)
     assert list(wandb_run.glob("*.wandb"))
+    assert (run_dir / "table2.png").read_bytes()[:4] == b"\x89PNG" and "table2.png" in proc.stdout
+    assert list(wandb_run.rglob("media/images/**/table2*.png"))  # logged as plots/table2
 
     # A rerun of the same directory finds everything done: no new records anywhere.
     sizes = {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}

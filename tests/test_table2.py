@@ -87,6 +87,10 @@ def test_every_source_in_one_table(tiny_model_dir, tmp_path):
     updates = {u["key"]: u for u in read_jsonl(run_dir / "updates.jsonl")}
     assert sum(1 for k, u in updates.items() if k.startswith("file-") and u["failed"]) == 1
     assert "GPT-4.1 self-edit" in proc.stdout and "no update" in proc.stdout
+    # The rows as bars with their CIs, named in the printed table.
+    png = run_dir / "table2.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and Path(summary["plots"]["table2"]).name == png.name
+    assert summary["plots"]["table2"] in proc.stdout
 
     # Rerun: nothing resampled (the server is gone), nothing retrained, nothing regraded. Dropping
     # the server's base_url changes a result-affecting key, so the rerun must force it.

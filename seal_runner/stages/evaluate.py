@@ -9,8 +9,10 @@ Steps, each resumable from the run dir:
   self_edits/<row>.jsonl   one self-edit per article (prompt, text, tokens, status, sequences)
   updates.jsonl            one inner update per (row, article): steps, losses, seconds, failure
   results.jsonl            one graded answer per (row, article, question)
-  summary.json             macro accuracy ± SE per row; its baseline and gain (with a paired 95% CI)
-                           over the articles whose update succeeded; failed updates; timings, versions
+  summary.json             macro accuracy ± SE and bootstrap 95% CI per row; its baseline and gain
+                           (with a paired 95% CI) over the articles whose update succeeded; failed
+                           updates; timings, versions; `plots`
+  table2.png               the rows' adapted accuracies as bars with their CIs (also logged to W&B)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -31,10 +34,12 @@ from seal_runner.domains.knowledge.evaluate import (
     paired_gain,
 )
 from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, train_adapters
+from seal_runner.domains.knowledge.report import plot_table2
 from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
 from seal_runner.stages.common import RunContext, setup_run, versions
+from seal_runner.stats import bootstrap_mean_ci
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +104,11 @@ def run(cfg: DictConfig) -> dict:
 
     summary = summarise(cfg, rows, articles, edits, updates, results, timings, started)
     summary["api_usage"] = ctx.log_api_usage()
+    summary["plots"] = plots(summary, ctx.run_dir)
     write_json(ctx.run_dir / "summary.json", summary)
     ctx.tracker.log({f"acc/{c}": v["macro_accuracy"] for c, v in summary["conditions"].items()})
+    for name, path in summary["plots"].items():
+        ctx.tracker.image(f"plots/{name}", path)
     for row in rows:
         if row.name not in edits:
             continue
@@ -205,10 +213,13 @@ def summarise(cfg, rows, articles, edits, updates, results, timings, started) ->
     conditions = {}
     for row in rows:
         mean, se, n = macro_accuracy(results, row.name)
+        _, low, high = bootstrap_mean_ci(list(condition_accuracies(results, row.name).values()))
         conditions[row.name] = {
             "label": row.label,
             "macro_accuracy": mean,
             "se": se,
+            "ci_low": low,
+            "ci_high": high,
             "articles": n,
             "micro_accuracy": micro_accuracy(results, row.name),
             "baseline": None,
@@ -245,10 +256,18 @@ def summarise(cfg, rows, articles, edits, updates, results, timings, started) ->
     }
 
 
+def plots(summary: dict, run_dir: Path) -> dict[str, str]:
+    """`table2.png`: each row's adapted accuracy (macro over articles) with its bootstrap 95% CI, drawn
+    like stage=restem's Table 2."""
+    rows = [{**c, "row": c["label"]} for c in summary["conditions"].values()]
+    title = f"{summary['experiment']}: Table 2 ({summary['articles']} articles)"
+    return {"table2": str(plot_table2(rows, run_dir / "table2.png", title))}
+
+
 def format_table(summary: dict) -> str:
     """The paper's Table 2 layout: one row per condition, its no-update baseline and the adapted
     accuracy (macro over articles ± SE); baseline and gain cover the articles whose update succeeded
-    (`failed` counts the others)."""
+    (`failed` counts the others). The closing line names the plots once `run` has drawn them."""
     lines = [
         f"\n{summary['experiment']}: {summary['articles']} articles, {summary['questions']} questions "
         f"(macro accuracy over articles ± SE; no update and gain paired on the updated articles)",
@@ -261,8 +280,10 @@ def format_table(summary: dict) -> str:
             f"{c['label']:<36} {baseline:>9} {100 * c['macro_accuracy']:>7.1f}% {100 * c['se']:>6.1f} "
             f"{gain:>7} {c.get('failed_updates', ''):>6}"
         )
+    drawn = summary.get("plots")
     lines.append(
         f"inner update: {summary['seconds_per_inner_update']:.1f} s each ({summary['lora_mode']}), "
         f"total {summary['timings']['total_s']:.0f} s"
+        + (f"; plots: {', '.join(drawn.values())}" if drawn else "")
     )
     return "\n".join(lines)
