@@ -99,6 +99,9 @@ def test_arc_stage_end_to_end_and_resume(tiny_model_dir, tmp_path):
     assert base["invalid_attempts"] == 2 * 2 and base["missing_selfedits"] == 2  # budget spent, counted
     assert conditions["oracle"]["scored"] == 2 and conditions["icl"]["scored"] == 2
     assert conditions["icl"]["mean_queries"] > 0
+    assert all(c["ci_low"] <= c["success_rate"] <= c["ci_high"] for c in conditions.values())
+    assert (run_dir / "table1.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["plots"]["table1"] in proc.stdout and "table1.png" in (run_dir / "table.md").read_text()
 
     round_0 = run_dir / "round_0"
     updates = [json.loads(line) for line in (round_0 / "updates.jsonl").read_text().splitlines()]

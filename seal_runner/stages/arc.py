@@ -14,17 +14,20 @@ Conditions, all scored on the evaluation tasks as the fraction of (task, self-ed
 Layout: eval/<condition>/ and round_<r>/ hold self_edits.jsonl (every attempt), updates.jsonl,
 adapters/, results.jsonl and summary.json; round_<r>/ also rewards.json (one candidate per self-edit),
 reward_seconds.json, sft.json (the kept pairs) and policy/ (the BC update); the run's summary.json
-and table.md the Table 1 rows. Every step skips what is on disk, so a rerun is free.
+and table.md the Table 1 rows (success rate with a bootstrap 95% CI over tasks), table1.png the same
+rows as bars (also logged to W&B). Every step skips what is on disk, so a rerun is free.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from seal_runner.domains.arc.domain import ArcDomain
+from seal_runner.domains.knowledge.report import plot_table2
 from seal_runner.errors import InputError
 from seal_runner.records import write_json
 from seal_runner.stages.common import build_domain, setup_run, versions
@@ -98,9 +101,12 @@ def run(cfg: DictConfig) -> dict:
         "versions": versions(),
         "objective": conditions.get("seal", next(iter(conditions.values()), {})).get("success_rate"),
     }
+    summary["plots"] = plots(summary, ctx.run_dir)
     table = format_table(summary)
     write_json(ctx.run_dir / "summary.json", summary)
     (ctx.run_dir / "table.md").write_text(table + "\n")
+    for name, path in summary["plots"].items():
+        ctx.tracker.image(f"plots/{name}", path)
     ctx.tracker.summary({f"table1/{k}": v["success_rate"] for k, v in conditions.items()})
     ctx.tracker.table(
         "table1",
@@ -119,21 +125,39 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
+def plots(summary: dict, run_dir: Path) -> dict[str, str]:
+    """`table1.png`: one bar per Table 1 row, its success rate with the bootstrap 95% CI over tasks."""
+    rows = [
+        {**summary["conditions"][key], "row": TABLE_ROWS[key]}
+        for key in CONDITIONS
+        if key in summary["conditions"]
+    ]
+    title = f"{summary['experiment']}: Table 1 ({summary['eval_tasks']} evaluation tasks)"
+    xlabel = "success rate over (task, self-edit) pairs (%), 95% CI over tasks"
+    return {"table1": str(plot_table2(rows, run_dir / "table1.png", title, "success_rate", xlabel))}
+
+
 def format_table(summary: dict) -> str:
-    """The paper's Table 1 layout: one row per method, success rate over (task, self-edit) pairs."""
+    """The paper's Table 1 layout: one row per method, success rate over (task, self-edit) pairs with
+    its bootstrap 95% CI over tasks."""
     lines = [
         f"\n{summary['experiment']}: few-shot ARC, {summary['eval_tasks']} evaluation tasks "
         f"({summary['train_tasks']} training tasks for RL)",
         "",
-        f"| {'Method':<32} | {'Success Rate (%)':>16} | {'solved / pairs':>14} | {'paper (%)':>9} |",
-        f"|{'-' * 34}|{'-' * 18}|{'-' * 16}|{'-' * 11}|",
+        f"| {'Method':<32} | {'Success Rate (%)':>16} | {'95% CI':>13} | {'solved / pairs':>14} "
+        f"| {'paper (%)':>9} |",
+        f"|{'-' * 34}|{'-' * 18}|{'-' * 15}|{'-' * 16}|{'-' * 11}|",
     ]
     for key in CONDITIONS:
         if key in summary["conditions"]:
             c = summary["conditions"][key]
+            ci = f"[{100 * c['ci_low']:.1f}, {100 * c['ci_high']:.1f}]"
             lines.append(
-                f"| {TABLE_ROWS[key]:<32} | {100 * c['success_rate']:>16.1f} | "
+                f"| {TABLE_ROWS[key]:<32} | {100 * c['success_rate']:>16.1f} | {ci:>13} | "
                 f"{str(c['solved']) + ' / ' + str(c['pairs']):>14} | {PAPER[key]:>9.1f} |"
             )
-    lines.append(f"\ntotal {summary['total_s']:.0f} s; final policy {summary['final_policy']}")
+    lines.append(
+        f"\ntotal {summary['total_s']:.0f} s; final policy {summary['final_policy']}; "
+        f"plots: {', '.join(summary['plots'].values())}"
+    )
     return "\n".join(lines)

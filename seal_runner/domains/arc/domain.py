@@ -41,6 +41,7 @@ from seal_runner.engines.base import LoraAdapter
 from seal_runner.errors import InputError
 from seal_runner.records import derive_seed, read_jsonl, write_json
 from seal_runner.stages.common import Engines, RunContext
+from seal_runner.stats import bootstrap_mean_ci
 
 
 def load_split(cfg: DictConfig, split: str) -> list[ARCTask]:
@@ -213,27 +214,38 @@ class ArcDomain:
                 if u["adapter"]
             ]
         results = answer_units(cfg, engines.qa, self.encoder, units, out / "results.jsonl")
-        summary = condition_summary(results, updates, edits, expected, out)
+        summary = condition_summary(results, updates, edits, [t.task_id for t in tasks], expected, out)
         write_json(out / "summary.json", summary)
         self.run.tracker.log({f"{tag}/success_rate": summary["success_rate"]})
         return summary, results
 
 
 def condition_summary(
-    results: dict[str, dict], updates: dict[str, dict], edits: dict, expected: int, out: Path
+    results: dict[str, dict],
+    updates: dict[str, dict],
+    edits: dict,
+    tasks: list[str],
+    expected: int,
+    out: Path,
 ) -> dict:
     """Success rate = solved pairs / expected pairs: self-edits never sampled validly (budget spent)
-    and failed inner updates count as unsolved pairs."""
+    and failed inner updates count as unsolved pairs. Its 95% CI bootstraps over tasks, the sampled
+    unit (the self-edits of one task share its difficulty), each task weighing its
+    `expected / len(tasks)` pairs, unsolved when unscored."""
     attempts = read_jsonl(out / "self_edits.jsonl")
     solved = sum(r["solved"] for r in results.values())
     per_task: dict[str, int] = {}
     for r in results.values():
         per_task[r["task"]] = per_task.get(r["task"], 0) + int(r["solved"])
+    pairs_per_task = expected / max(1, len(tasks))
+    _, low, high = bootstrap_mean_ci([per_task.get(t, 0) / pairs_per_task for t in tasks])
     return {
         "pairs": expected,
         "scored": len(results),
         "solved": solved,
         "success_rate": solved / max(1, expected),
+        "ci_low": low,
+        "ci_high": high,
         "solved_per_task": per_task,
         "sample_attempts": len(attempts),
         "invalid_attempts": sum(a["status"] == "invalid" for a in attempts),

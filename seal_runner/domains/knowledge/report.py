@@ -119,24 +119,31 @@ def plot_round_curve(summary: dict, path: Path) -> Path:
     return path
 
 
-def plot_table2(rows: list[dict], path: Path, title: str) -> Path:
-    """Table 2 rows as bars with their 95% CIs; any labelled accuracies with optional `ci_low`/`ci_high`
-    draw the same way (scripts/make_table.py --plot: one bar per sweep job)."""
+def plot_table2(
+    rows: list[dict],
+    path: Path,
+    title: str,
+    value: str = "macro_accuracy",
+    xlabel: str = "no-context QA accuracy (%), 95% CI over articles",
+) -> Path:
+    """Table rows as bars with their 95% CIs: any labelled rates (`row`, the fraction under `value`,
+    optional `ci_low`/`ci_high`) draw the same way: Table 2 from stage=restem and stage=evaluate,
+    ARC's Table 1 (`value="success_rate"`), one bar per sweep job (scripts/make_table.py --plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(rows)))
-    means = [100 * r["macro_accuracy"] for r in rows]
+    means = [100 * r[value] for r in rows]
     errors = [
-        [m - 100 * r.get("ci_low", r["macro_accuracy"]) for m, r in zip(means, rows, strict=True)],
-        [100 * r.get("ci_high", r["macro_accuracy"]) - m for m, r in zip(means, rows, strict=True)],
+        [m - 100 * r.get("ci_low", r[value]) for m, r in zip(means, rows, strict=True)],
+        [100 * r.get("ci_high", r[value]) - m for m, r in zip(means, rows, strict=True)],
     ]
     y = list(range(len(rows)))[::-1]
     ax.barh(y, means, xerr=errors, capsize=4, color="tab:blue", alpha=0.8)
     ax.set_yticks(y, [r["row"] for r in rows])
-    ax.set_xlabel("no-context QA accuracy (%), 95% CI over articles")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
