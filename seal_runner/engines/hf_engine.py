@@ -1,7 +1,8 @@
 """transformers generation with the multi-adapter LoRA layer: the same interface as vLLM.
 
 Adapters are loaded from their PEFT directories into the slots of one resident model and routed
-per row, so base and several adapted models share one batched `generate` call.
+per row, so base and several adapted models share one batched `generate` call. Sampling draws each
+row from its own seeded generator (`RowSeededSampler`), as the Engine protocol's per-prompt seeds ask.
 """
 
 from __future__ import annotations
@@ -11,11 +12,42 @@ from contextlib import nullcontext
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from seal_runner.engines.base import Completion, LoraAdapter, Sampling
 from seal_runner.likelihood import AnswerLikelihood
 from seal_runner.lora.multi_lora import MultiLoraModel
 from seal_runner.models import load_causal_lm, load_tokenizer
+
+
+class RowSeededSampler(LogitsProcessor):
+    """Temperature and top-p, then Gumbel noise from one `torch.Generator` per row, for greedy
+    `generate` to take the argmax of: argmax(logits / T + Gumbel noise) is an exact draw from
+    softmax(logits / T) (the Gumbel-max trick).
+
+    Hand-written because HF's sampling (`do_sample=True`) draws every row from the global RNG in one
+    `torch.multinomial` call, so a row's tokens would depend on which prompts share its batch and on
+    its position. Here row i's noise comes only from its own seed, one draw of vocabulary size per
+    step; with left padding, step t is every row's t-th new token, so a prompt's completion depends
+    only on (prompt, seed, adapter, sampling) up to float noise in the padded forward pass.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device) -> None:
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            # keep the most likely tokens until their mass reaches top_p (always the first): HF's rule
+            ranked, order = scores.sort(dim=-1, descending=True)
+            probs = ranked.softmax(dim=-1)
+            mass_before = probs.cumsum(dim=-1) - probs
+            scores = scores.scatter(-1, order, ranked.masked_fill(mass_before >= self.top_p, -torch.inf))
+        uniform = torch.stack(
+            [torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators]
+        )
+        return scores - torch.log(-torch.log(uniform))
 
 
 class HFEngine:
@@ -62,6 +94,8 @@ class HFEngine:
         distinct = list(dict.fromkeys(a for a in adapters if a is not None))
         if distinct:
             self._ensure_lora(distinct)
+        # without per-prompt seeds, row i of this call is seeded from the engine's seed
+        seeds = list(seeds) if seeds is not None else [self.seed + i for i in range(len(prompts))]
         results: list[Completion | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc="generate (hf)", unit="prompt")
         # Fill slots chunk by chunk: each chunk holds at most max_loras distinct adapters.
@@ -74,12 +108,10 @@ class HFEngine:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
                 rows = [slot_of[adapters[i]] if adapters[i] is not None else -1 for i in batch]
-                seed = self.seed if seeds is None else seeds[batch[0]]
-                for i, completion in zip(
-                    batch,
-                    self._generate_batch([prompts[i] for i in batch], rows, sampling, seed),
-                    strict=True,
-                ):
+                completions = self._generate_batch(
+                    [prompts[i] for i in batch], [seeds[i] for i in batch], rows, sampling
+                )
+                for i, completion in zip(batch, completions, strict=True):
                     results[i] = completion
                 bar.update(len(batch))
         bar.close()
@@ -113,14 +145,16 @@ class HFEngine:
 
     @torch.no_grad()
     def _generate_batch(
-        self, prompts: list[str], rows: list[int], sampling: Sampling, seed: int
+        self, prompts: list[str], seeds: list[int], rows: list[int], sampling: Sampling
     ) -> list[Completion]:
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        # one cap for the batch, set by its longest prompt: near max_model_len a row's completion is
+        # a prefix of what it would sample alone (its generator advances the same way)
         max_new = min(sampling.max_tokens, self.max_model_len - encoded.input_ids.shape[1])
-        kwargs = {"do_sample": False}
+        kwargs = {"do_sample": False}  # greedy; with T > 0 it takes the argmax of the noised scores
         if sampling.temperature > 0:
-            kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
-        torch.manual_seed(seed)
+            sampler = RowSeededSampler(seeds, sampling.temperature, sampling.top_p, self.device)
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
         route = self.lora.router.route(rows) if self.lora is not None else nullcontext()
         with route:
             out = self.model.generate(
