@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,18 @@ TINY = [
     "lora.epochs=2",
     "logger.mode=offline",
 ]
+
+
+# What the quiet console (`hydra/job_logging=quiet`) keeps off the console: before it, a run printed
+# ~36 lines from vLLM (its own handler, in the main process, the engine core and its worker), Triton,
+# torch and Python warnings. They go to `<run dir>/logs/libraries.log`; tqdm bars and C++ prints
+# (torch's NUMA notice) still reach the console.
+LIBRARY_LINES = {
+    "vLLM's own format": re.compile(r"\((?:MainProcess|EngineCore\w*|VllmWorker\S*|Worker\w*) pid=\d+\)"),
+    "a library's logger": re.compile(r"\]\[(?:vllm|triton|torch|transformers|peft|py\.warnings)[.\]]"),
+    "Triton's notices": re.compile(r"Triton"),
+    "a Python warning": re.compile(r"\b[A-Z]\w*Warning: "),
+}
 
 
 def seal_run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -51,11 +64,30 @@ def test_table2_demo_on_two_passages(tmp_path):
     assert (run_dir / "table2.png").read_bytes()[:4] == b"\x89PNG" and "table2.png" in proc.stdout
     assert list(wandb_run.rglob("media/images/**/table2*.png"))  # logged as plots/table2
 
+    assert_quiet_console(proc, run_dir)
+
     # A rerun of the same directory finds everything done: no new records anywhere.
     sizes = {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
     assert len(sizes) == 3
     seal_run([*TINY, f"hydra.run.dir={run_dir}", "logger.mode=disabled"], cwd=tmp_path)
     assert sizes == {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
+
+
+def assert_quiet_console(proc: subprocess.CompletedProcess, run_dir: Path) -> None:
+    """The console holds seal-run's lines, not the libraries'; those are in the run's log files,
+    the vLLM engine core's included (it applies the shared VLLM_LOGGING_CONFIG_PATH)."""
+    lines = re.split(r"[\r\n]+", proc.stdout + proc.stderr)  # tqdm redraws with \r
+    for what, pattern in LIBRARY_LINES.items():
+        leaked = [line for line in lines if pattern.search(line)]
+        assert not leaked, f"{what} on the console:\n" + "\n".join(leaked[:20])
+    logs = run_dir / "logs"
+    libraries = (logs / "libraries.log").read_text()
+    assert "][vllm." in libraries, libraries[-3000:]
+    assert re.search(r"\]\[(?!MainProcess )[^\]]+ \d+\]\[vllm\.", libraries), libraries[-3000:]
+    assert "][seal_runner." not in libraries
+    own = (logs / "seal_runner.log").read_text()
+    assert "stage evaluate" in own and "stage evaluate" in proc.stdout and "][vllm." not in own
+    assert (logs / "logging.json").exists()
 
 
 def test_multirun_gives_separate_dirs_and_wandb_runs(tmp_path):
