@@ -194,10 +194,12 @@ class ARCDomainConfig:
 
 @dataclass
 class SamplingConfig:
+    """Self-edit sampling (the paper's: temperature 1, top_p 0.95, up to 8192 new tokens). How many
+    self-edits per context is the stage's (restem.samples_per_context, cpt.samples_per_article, ...)."""
+
     temperature: float = 1.0
     top_p: float = 0.95
     max_tokens: int = 8192
-    n: int = 1  # self-edits per context
 
 
 @dataclass
@@ -258,8 +260,9 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 
 @dataclass
-class SFTConfig:
-    """Outer-loop policy update; defaults are the paper's knowledge SFT (batch_size x grad_accum = 10)."""
+class PolicyTrainingConfig:
+    """Training of a whole model (a LoRA merged into it), shared by the outer-loop SFT and stage=cpt;
+    defaults are the paper's knowledge SFT (batch_size x grad_accum = 10)."""
 
     rank: int = 64
     alpha: float = 128.0
@@ -275,13 +278,20 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     gradient_checkpointing: bool = False  # trade compute for activation memory on large models
+
+
+@dataclass
+class SFTConfig(PolicyTrainingConfig):
+    """Outer-loop policy update (the paper's knowledge SFT), data-parallel under accelerate."""
+
     num_processes: int = 0  # data-parallel processes (accelerate launch); 0 = one per visible GPU
 
 
 @dataclass
-class CPTConfig(SFTConfig):
+class CPTConfig(PolicyTrainingConfig):
     """stage=cpt: one model trained on the pooled self-edits of all articles (the paper: LoRA r32
-    a64 on q/v, 3 epochs, lr 1e-3, batch 4 x accum 2, up to 5 self-edits per article)."""
+    a64 on q/v, 3 epochs, lr 1e-3, batch 4 x accum 2, up to 5 self-edits per article). It trains in
+    the run's process: it has no `num_processes` (accelerate launch serves the policy SFT only)."""
 
     rank: int = 32
     alpha: float = 64.0

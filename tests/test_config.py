@@ -154,6 +154,44 @@ def test_every_option_composes(hydra_ctx: None, group: str, option: str) -> None
             assert resolved[group][key] == value, f"{group}={option}: {key}"
 
 
+def _leaves(node: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """(dotted key, value) for every leaf of a plain nested dict."""
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+GROUP_OPTIONS = [(g, o) for g, o in OPTIONS if g != "experiment"]
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_group_files_hold_only_deltas(hydra_ctx: None, group: str, option: str) -> None:
+    """The schema dataclass holds every default; a YAML key that repeats one is a second copy that
+    can drift from it (ARC's generator families once differed: 5 in one, 10 in the other)."""
+    schema = OmegaConf.get_type(_compose(["~experiment", f"{group}={option}"])[group])
+    default = dict(_leaves(OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)))
+    raw = OmegaConf.to_container(
+        OmegaConf.create((files(CONF_MODULE) / group / f"{option}.yaml").read_text())
+    )
+    repeated = [k for k, v in _leaves(raw) if k != "defaults" and k in default and default[k] == v]
+    assert not repeated, f"{group}/{option}.yaml repeats its schema's defaults: {repeated}"
+
+
+@pytest.mark.parametrize("override", ["sampling.n=2", "cpt.num_processes=2"])
+def test_removed_keys_fail_at_compose_naming_them(hydra_ctx: None, override: str) -> None:
+    """Keys nothing read are gone from the schema, so setting one fails instead of doing nothing:
+    `sampling.n` (the stages' own counts say how many self-edits) and `cpt.num_processes` (CPT trains
+    in the run's process; only the policy SFT runs under accelerate launch)."""
+    key = override.split("=")[0]
+    with pytest.raises(HydraException) as info:
+        _compose([override])
+    text = _error_text(info.value)
+    assert key in text or key.split(".")[-1] in text, text
+    assert _compose(["sft.num_processes=2"]).sft.num_processes == 2  # the policy SFT keeps its key
+
+
 def test_targets_point_at_existing_classes(hydra_ctx: None) -> None:
     """`_target_` strings are only imported at run time; check them now without importing vLLM."""
     targets = [
