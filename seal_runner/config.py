@@ -48,7 +48,7 @@ class ModelConfig:
     cache_dir: str = "~/.cache/seal-runner"  # where the built-in model is converted (SEAL_CACHE_DIR wins)
     chat: bool = True  # chat models get their chat template; base models the paper's raw prompts
     dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
-    max_model_len: int = 2048
+    max_model_len: int = 2048  # the engines' context: prompt + generated tokens
 
 
 @dataclass
@@ -195,7 +195,9 @@ class ARCDomainConfig:
 @dataclass
 class SamplingConfig:
     """Self-edit sampling (the paper's: temperature 1, top_p 0.95, up to 8192 new tokens). How many
-    self-edits per context is the stage's (restem.samples_per_context, cpt.samples_per_article, ...)."""
+    self-edits per context is the stage's (restem.samples_per_context, cpt.samples_per_article, ...).
+    A Table 2 source may set its own (`selfedit_sources.<name>.sampling`; null = not set). The
+    engine's context (model.max_model_len) must hold the prompt and max_tokens."""
 
     temperature: float = 1.0
     top_p: float = 0.95
@@ -432,6 +434,9 @@ SELFEDIT_SOURCES: dict[str, Any] = {
             "base_url": None,
             "api_key_env": "OPENAI_API_KEY",
         },
+        # The reference's request (make_squad_data_openai.py) sets no sampling parameter: the API's
+        # defaults (temperature 1, top_p 1, no token limit), not the run's `sampling`.
+        "sampling": {"temperature": None, "top_p": None, "max_tokens": None},
     },
     # a trained policy writes them and is updated (the paper's SEAL row)
     "policy": {

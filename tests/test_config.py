@@ -289,6 +289,27 @@ def test_paper_knowledge_presets_take_the_reference_judge(hydra_ctx: None, prese
     assert ours.injection_guard is True and ours.temperature == 0.0 and ours.max_tokens == 16
 
 
+@pytest.mark.parametrize("preset", KNOWLEDGE_PAPER_PRESETS)
+def test_paper_presets_sample_self_edits_as_the_reference(hydra_ctx: None, preset: str) -> None:
+    """The reference samples its model's self-edits at temperature 1, top_p 0.95, with 8192 new tokens
+    after a prompt of up to 2048 (vLLM's --max-model-len MAX_TOKENS + 2048), and asks GPT-4.1 with no
+    sampling parameter (the API's defaults)."""
+    cfg = _compose([f"experiment={preset}"])
+    assert OmegaConf.to_container(cfg.sampling) == {"temperature": 1.0, "top_p": 0.95, "max_tokens": 8192}
+    assert cfg.model.max_model_len >= cfg.sampling.max_tokens + 2048
+    unset = {"temperature": None, "top_p": None, "max_tokens": None}
+    assert OmegaConf.to_container(cfg.selfedit_sources.openai.sampling) == unset
+    assert "sampling" not in cfg.selfedit_sources.selfedit  # the run's own model samples with `sampling`
+
+
+def test_a_source_takes_sampling_keys_from_the_command_line(hydra_ctx: None) -> None:
+    cfg = _compose(
+        ["selfedit_sources.openai.sampling.top_p=0.95", "+selfedit_sources.policy.sampling.max_tokens=512"]
+    )
+    assert cfg.selfedit_sources.openai.sampling.top_p == 0.95
+    assert cfg.selfedit_sources.policy.sampling.max_tokens == 512
+
+
 def test_paper_restem_preset_cuts_no_sft_example(hydra_ctx: None) -> None:
     """The reference's policy SFT sets max_length to its longest example; ours cuts at 2048."""
     assert _compose(["experiment=paper/knowledge_restem"]).sft.max_length is None
