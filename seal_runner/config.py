@@ -1,5 +1,8 @@
 """Structured config: one dataclass per config group, registered in Hydra's ConfigStore.
 
+The dataclasses hold every default (the paper's values where it has one); the YAML files under
+`conf/` hold only what an option or a preset changes, so a default is written once.
+
 The YAML files under `conf/` fill these schemas; a typo (`lora.rnak=8`), a wrong type
 (`lora.rank=big`) or a value outside a closed choice (`lora.mode=banana`: the Enums of choices.py)
 fails at composition with a message naming the key. Groups whose options take different fields
@@ -8,12 +11,13 @@ fails at composition with a message naming the key. Groups whose options take di
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 from seal_runner.choices import (
     ArcSource,
@@ -44,7 +48,7 @@ class ModelConfig:
     cache_dir: str = "~/.cache/seal-runner"  # where the built-in model is converted (SEAL_CACHE_DIR wins)
     chat: bool = True  # chat models get their chat template; base models the paper's raw prompts
     dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
-    max_model_len: int = 2048
+    max_model_len: int = 2048  # the engines' context: prompt + generated tokens
 
 
 @dataclass
@@ -93,13 +97,31 @@ class ARCSelfEditPromptConfig:
     instruction: str | None = None
 
 
+# Every family of seal_runner/domains/arc/generator.py (its FAMILIES).
+ARC_FAMILIES = (
+    "flip_lr", "flip_ud", "rotate90", "transpose", "colour_map",
+    "tile_2x2", "gravity_down", "recolour_objects", "crop_to_object", "scale_2x",
+)  # fmt: skip
+# The paper's 12 ARC-AGI training tasks.
+PAPER_TRAIN_TASK_IDS = (
+    "44f52bb0", "4be741c5", "5582e5ca", "5614dbcf", "5bd6f4ac", "6150a2bd",
+    "67e8384a", "6d0aefbc", "6e02f1e3", "8be77c9e", "8d5021e8", "8e1813be",
+)  # fmt: skip
+# The paper's 10 evaluation tasks (the reference's few-shot/data/filter_dataset.py).
+PAPER_EVAL_TASK_IDS = (
+    "358ba94e", "59341089", "66e6c45b", "68b67ca3", "903d1b4a",
+    "af24b4cc", "b1fc8b8e", "bc4146bd", "c7d4e6ad", "ce8d95cc",
+)  # fmt: skip
+# The 8 of them the reference's evaluation scores (few-shot/final_results.json): its `--num_examples=9`
+# keeps 9 of the 11 test inputs after a seed-0 shuffle, which leaves out 358ba94e and af24b4cc.
+REFERENCE_SCORED_EVAL_TASK_IDS = tuple(t for t in PAPER_EVAL_TASK_IDS if t not in ("358ba94e", "af24b4cc"))
+
+
 @dataclass
 class ARCGeneratedTasksConfig:
     """Procedural tasks (seal_runner/domains/arc/generator.py): train and eval drawn with other seeds."""
 
-    families: list[str] = field(
-        default_factory=lambda: ["flip_lr", "flip_ud", "rotate90", "transpose", "colour_map"]
-    )
+    families: list[str] = field(default_factory=lambda: list(ARC_FAMILIES))
     train_per_family: int = 1
     eval_per_family: int = 1
     train_seed: int = 1
@@ -124,15 +146,18 @@ class ARCDomainConfig:
     _target_: str = "seal_runner.domains.arc.domain.ArcDomain"  # its outer-loop side
     name: str = "arc"
     source: ArcSource = ArcSource.files  # files (ARC-AGI JSON) | generated (procedural tasks)
-    train_challenges: str | None = None
-    train_solutions: str | None = None
-    paper_train_task_ids: list[str] = field(default_factory=list)  # the paper's 12 (conf/domain/arc.yaml)
-    train_task_ids: list[str] | None = None  # None = every task in the file
-    eval_challenges: str | None = None
-    eval_solutions: str | None = None
-    paper_eval_task_ids: list[str] = field(default_factory=list)  # the paper's 10 (conf/domain/arc.yaml)
-    reference_scored_eval_task_ids: list[str] = field(default_factory=list)  # the 8 the reference scores
-    eval_task_ids: list[str] | None = None  # None = every task in the file
+    # ARC-AGI files as scripts/download_arc.py writes them
+    train_challenges: str | None = "data/arc/arc-agi_training_challenges.json"
+    train_solutions: str | None = "data/arc/arc-agi_training_solutions.json"
+    paper_train_task_ids: list[str] = field(default_factory=lambda: list(PAPER_TRAIN_TASK_IDS))
+    train_task_ids: list[str] | None = II(".paper_train_task_ids")  # None = every task in the file
+    eval_challenges: str | None = "data/arc/arc-agi_evaluation_challenges.json"
+    eval_solutions: str | None = "data/arc/arc-agi_evaluation_solutions.json"
+    paper_eval_task_ids: list[str] = field(default_factory=lambda: list(PAPER_EVAL_TASK_IDS))
+    reference_scored_eval_task_ids: list[str] = field(
+        default_factory=lambda: list(REFERENCE_SCORED_EVAL_TASK_IDS)
+    )
+    eval_task_ids: list[str] | None = None  # None = every task in the file; ${domain.paper_eval_task_ids}
     generated: ARCGeneratedTasksConfig = field(default_factory=ARCGeneratedTasksConfig)
     train_samples_per_task: int = 15  # valid self-edits per training task per RL round
     eval_samples_per_task: int = 5  # valid self-edits per evaluation task
@@ -142,6 +167,7 @@ class ARCDomainConfig:
     strict_json: bool = False
     skip_duplicate_selfedits: bool = False  # the paper allows duplicates
     grid_format: GridFormatName = GridFormatName.numpy  # numpy (paper) | compact
+    # Llama 3's template would print today's date
     chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"date_string": "26 Jul 2024"})
     leave_n: list[int] = field(default_factory=lambda: [1, 2])
     ttt_data_seed: int = 0
@@ -168,10 +194,14 @@ class ARCDomainConfig:
 
 @dataclass
 class SamplingConfig:
+    """Self-edit sampling (the paper's: temperature 1, top_p 0.95, up to 8192 new tokens). How many
+    self-edits per context is the stage's (restem.samples_per_context, cpt.samples_per_article, ...).
+    A Table 2 source may set its own (`selfedit_sources.<name>.sampling`; null = not set). The
+    engine's context (model.max_model_len) must hold the prompt and max_tokens."""
+
     temperature: float = 1.0
     top_p: float = 0.95
     max_tokens: int = 8192
-    n: int = 1  # self-edits per context
 
 
 @dataclass
@@ -232,8 +262,9 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 
 @dataclass
-class SFTConfig:
-    """Outer-loop policy update; defaults are the paper's knowledge SFT (batch_size x grad_accum = 10)."""
+class PolicyTrainingConfig:
+    """Training of a whole model (a LoRA merged into it), shared by the outer-loop SFT and stage=cpt;
+    defaults are the paper's knowledge SFT (batch_size x grad_accum = 10)."""
 
     rank: int = 64
     alpha: float = 128.0
@@ -249,13 +280,20 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     gradient_checkpointing: bool = False  # trade compute for activation memory on large models
+
+
+@dataclass
+class SFTConfig(PolicyTrainingConfig):
+    """Outer-loop policy update (the paper's knowledge SFT), data-parallel under accelerate."""
+
     num_processes: int = 0  # data-parallel processes (accelerate launch); 0 = one per visible GPU
 
 
 @dataclass
-class CPTConfig(SFTConfig):
+class CPTConfig(PolicyTrainingConfig):
     """stage=cpt: one model trained on the pooled self-edits of all articles (the paper: LoRA r32
-    a64 on q/v, 3 epochs, lr 1e-3, batch 4 x accum 2, up to 5 self-edits per article)."""
+    a64 on q/v, 3 epochs, lr 1e-3, batch 4 x accum 2, up to 5 self-edits per article). It trains in
+    the run's process: it has no `num_processes` (accelerate launch serves the policy SFT only)."""
 
     rank: int = 32
     alpha: float = 64.0
@@ -381,6 +419,36 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
 
+_SOURCES = "seal_runner.domains.knowledge.sources"
+SELFEDIT_SOURCES: dict[str, Any] = {
+    # the run's own model writes the self-edits (the paper's "base-model self-edits" row)
+    "selfedit": {"_target_": f"{_SOURCES}.PolicySource", "label": "passage + self-edit"},
+    # GPT-4.1 (or any OpenAI-compatible server) writes them; the run's model is updated
+    "openai": {
+        "_target_": f"{_SOURCES}.EngineSource",
+        "label": "passage + GPT-4.1 self-edit",
+        "engine": {
+            "_target_": "seal_runner.engines.openai_engine.OpenAIEngine",
+            "model": "gpt-4.1",
+            "api": "chat",
+            "base_url": None,
+            "api_key_env": "OPENAI_API_KEY",
+        },
+        # The reference's request (make_squad_data_openai.py) sets no sampling parameter: the API's
+        # defaults (temperature 1, top_p 1, no token limit), not the run's `sampling`.
+        "sampling": {"temperature": None, "top_p": None, "max_tokens": None},
+    },
+    # a trained policy writes them and is updated (the paper's SEAL row)
+    "policy": {
+        "_target_": f"{_SOURCES}.PolicySource",
+        "label": "passage + self-edit (trained policy)",
+        "path": MISSING,  # e.g. outputs/<restem run>/round_1/policy
+    },
+    # self-edits read from JSONL ({title|article, text} per line, or an earlier run's self_edits)
+    "file": {"_target_": f"{_SOURCES}.FileSource", "label": "passage + self-edit (file)", "path": MISSING},
+}
+
+
 class Resume(Enum):
     """`resume`: what a rerun does in a run dir whose results were made with another config
     (seal_runner/rundir.py). Members are named as typed on the command line."""
@@ -397,10 +465,12 @@ class SealConfig:
     seed: int = 0
     device: str = "auto"
     run_dir: str = "${hydra:runtime.output_dir}"
+    # a rerun into a run dir made with another config: auto (refuse) | force (continue, recorded)
     resume: Resume = Resume.auto
+    # stage=evaluate rows: base, passage, or a key of selfedit_sources
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "selfedit"])
     # Table 2 rows beyond base/passage: name -> a source `_target_` (domains/knowledge/sources.py)
-    selfedit_sources: dict[str, Any] = field(default_factory=dict)
+    selfedit_sources: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(SELFEDIT_SOURCES))
     model: ModelConfig = MISSING
     domain: Any = MISSING
     selfedit_prompt: Any = MISSING  # schema per domain (knowledge template, ARC JSON tools)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from seal_runner.config import SFTConfig
+from seal_runner.config import PolicyTrainingConfig, SFTConfig
 from seal_runner.errors import InputError
 from seal_runner.lora.batching import IGNORE_INDEX, epoch_schedule, pad_batch, tokenize_sequences
 from seal_runner.lora.optim import linear_schedule
@@ -71,7 +71,7 @@ def encode_pairs(
     return examples, len(built) - len(examples)
 
 
-def wrap_lora(model, cfg: SFTConfig):
+def wrap_lora(model, cfg: PolicyTrainingConfig):
     """A PEFT LoRA wrapper around `model` (mutated in place); A initialised from `cfg.seed`."""
     from peft import LoraConfig, get_peft_model
 
@@ -97,7 +97,7 @@ def completion_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return torch.nn.functional.cross_entropy(picked, targets[valid]), int(valid.sum())
 
 
-def step_groups(num_examples: int, cfg: SFTConfig) -> list[list[list[int]]]:
+def step_groups(num_examples: int, cfg: PolicyTrainingConfig) -> list[list[list[int]]]:
     """Optimizer steps as lists of micro-batches of example indices. Order is reshuffled every epoch
     from (seed, epoch); accumulation groups never straddle epochs, so an epoch's last step may hold
     fewer micro-batches (and its last micro-batch fewer examples)."""
@@ -111,7 +111,7 @@ def step_groups(num_examples: int, cfg: SFTConfig) -> list[list[list[int]]]:
 
 
 def train_lora(
-    peft_model, examples: list[Example], cfg: SFTConfig, pad_id: int, rank: int = 0, world: int = 1
+    peft_model, examples: list[Example], cfg: PolicyTrainingConfig, pad_id: int, rank: int = 0, world: int = 1
 ) -> dict:
     """AdamW + linear decay over the examples; returns per-step losses (mean of micro-batch losses)
     and pre-clip gradient norms. Each micro-batch's loss is its mean over labelled tokens, weighted
@@ -363,7 +363,7 @@ def train_on_texts(
     model_path: str,
     texts: list[str],
     out_dir: Path,
-    cfg: SFTConfig,
+    cfg: PolicyTrainingConfig,
     full_finetune: bool = False,
     device: str = "auto",
     dtype: str = "auto",

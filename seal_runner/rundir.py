@@ -47,7 +47,6 @@ IGNORED = (
     "model.cache_dir",
     "inner.devices",
     "sft.num_processes",
-    "cpt.num_processes",
 )
 # What a start writes before its first result: not results a config change could contradict.
 BOOKKEEPING = {".hydra", "wandb", LOG_DIR, LOCK_FILE, CONFIG_FILE}

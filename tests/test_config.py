@@ -154,6 +154,44 @@ def test_every_option_composes(hydra_ctx: None, group: str, option: str) -> None
             assert resolved[group][key] == value, f"{group}={option}: {key}"
 
 
+def _leaves(node: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """(dotted key, value) for every leaf of a plain nested dict."""
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+GROUP_OPTIONS = [(g, o) for g, o in OPTIONS if g != "experiment"]
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_group_files_hold_only_deltas(hydra_ctx: None, group: str, option: str) -> None:
+    """The schema dataclass holds every default; a YAML key that repeats one is a second copy that
+    can drift from it (ARC's generator families once differed: 5 in one, 10 in the other)."""
+    schema = OmegaConf.get_type(_compose(["~experiment", f"{group}={option}"])[group])
+    default = dict(_leaves(OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)))
+    raw = OmegaConf.to_container(
+        OmegaConf.create((files(CONF_MODULE) / group / f"{option}.yaml").read_text())
+    )
+    repeated = [k for k, v in _leaves(raw) if k != "defaults" and k in default and default[k] == v]
+    assert not repeated, f"{group}/{option}.yaml repeats its schema's defaults: {repeated}"
+
+
+@pytest.mark.parametrize("override", ["sampling.n=2", "cpt.num_processes=2"])
+def test_removed_keys_fail_at_compose_naming_them(hydra_ctx: None, override: str) -> None:
+    """Keys nothing read are gone from the schema, so setting one fails instead of doing nothing:
+    `sampling.n` (the stages' own counts say how many self-edits) and `cpt.num_processes` (CPT trains
+    in the run's process; only the policy SFT runs under accelerate launch)."""
+    key = override.split("=")[0]
+    with pytest.raises(HydraException) as info:
+        _compose([override])
+    text = _error_text(info.value)
+    assert key in text or key.split(".")[-1] in text, text
+    assert _compose(["sft.num_processes=2"]).sft.num_processes == 2  # the policy SFT keeps its key
+
+
 def test_targets_point_at_existing_classes(hydra_ctx: None) -> None:
     """`_target_` strings are only imported at run time; check them now without importing vLLM."""
     targets = [
@@ -249,6 +287,27 @@ def test_paper_knowledge_presets_take_the_reference_judge(hydra_ctx: None, prese
     assert grader.injection_guard is False and grader.temperature is None and grader.max_tokens is None
     ours = _compose(["grader=llm_judge"]).grader
     assert ours.injection_guard is True and ours.temperature == 0.0 and ours.max_tokens == 16
+
+
+@pytest.mark.parametrize("preset", KNOWLEDGE_PAPER_PRESETS)
+def test_paper_presets_sample_self_edits_as_the_reference(hydra_ctx: None, preset: str) -> None:
+    """The reference samples its model's self-edits at temperature 1, top_p 0.95, with 8192 new tokens
+    after a prompt of up to 2048 (vLLM's --max-model-len MAX_TOKENS + 2048), and asks GPT-4.1 with no
+    sampling parameter (the API's defaults)."""
+    cfg = _compose([f"experiment={preset}"])
+    assert OmegaConf.to_container(cfg.sampling) == {"temperature": 1.0, "top_p": 0.95, "max_tokens": 8192}
+    assert cfg.model.max_model_len >= cfg.sampling.max_tokens + 2048
+    unset = {"temperature": None, "top_p": None, "max_tokens": None}
+    assert OmegaConf.to_container(cfg.selfedit_sources.openai.sampling) == unset
+    assert "sampling" not in cfg.selfedit_sources.selfedit  # the run's own model samples with `sampling`
+
+
+def test_a_source_takes_sampling_keys_from_the_command_line(hydra_ctx: None) -> None:
+    cfg = _compose(
+        ["selfedit_sources.openai.sampling.top_p=0.95", "+selfedit_sources.policy.sampling.max_tokens=512"]
+    )
+    assert cfg.selfedit_sources.openai.sampling.top_p == 0.95
+    assert cfg.selfedit_sources.policy.sampling.max_tokens == 512
 
 
 def test_paper_restem_preset_cuts_no_sft_example(hydra_ctx: None) -> None:

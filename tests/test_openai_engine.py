@@ -66,6 +66,16 @@ def test_chat_mode_sends_each_prompt_as_one_user_message() -> None:
     assert completion.text == "gpt-4.1:Write implications." and completion.finish_reason == "stop"
 
 
+def test_unset_sampling_parameters_are_not_sent() -> None:
+    """None = not set: the server's default applies (the reference asked GPT-4.1 with none set)."""
+    with FakeOpenAIServer(reply=echo) as server:
+        make_engine(server, api="chat").generate(["Write implications."], Sampling(None, None, None))
+        make_engine(server).generate(["A"], Sampling(temperature=1.0, top_p=None, max_tokens=None))
+    unset, partly = server.bodies
+    assert not {"temperature", "top_p", "max_tokens"} & unset.keys()
+    assert partly["temperature"] == 1.0 and not {"top_p", "max_tokens"} & partly.keys()
+
+
 def test_no_seeds_means_no_seed_field() -> None:
     with FakeOpenAIServer(reply=echo) as server:
         make_engine(server).generate(["x"], SAMPLING)

@@ -72,7 +72,6 @@ def test_result_neutral_keys_are_ignored(compose_cfg) -> None:
             "model.cache_dir=/elsewhere",
             "inner.devices=[cpu,cpu]",
             "sft.num_processes=2",
-            "cpt.num_processes=2",
             run_dir="/another/dir",
         )
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 
@@ -18,9 +18,17 @@ class LoraAdapter:
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 64
+    """Decoding parameters. None = not set: an API request leaves the field out (the API's default,
+    as the reference's GPT-4.1 calls do); vLLM and the HF engine use temperature 1, top_p 1 and no
+    token limit but the model's context."""
+
+    temperature: float | None = 0.0
+    top_p: float | None = 1.0
+    max_tokens: int | None = 64
+
+    def given(self) -> dict[str, float | int]:
+        """The parameters that are set, by name."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass

@@ -150,10 +150,12 @@ class HFEngine:
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
         # one cap for the batch, set by its longest prompt: near max_model_len a row's completion is
         # a prefix of what it would sample alone (its generator advances the same way)
-        max_new = min(sampling.max_tokens, self.max_model_len - encoded.input_ids.shape[1])
+        room = self.max_model_len - encoded.input_ids.shape[1]
+        max_new = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
+        settings = {"temperature": 1.0, "top_p": 1.0, **sampling.given()}  # unset: 1 and 1, as in vLLM
         kwargs = {"do_sample": False}  # greedy; with T > 0 it takes the argmax of the noised scores
-        if sampling.temperature > 0:
-            sampler = RowSeededSampler(seeds, sampling.temperature, sampling.top_p, self.device)
+        if settings["temperature"] > 0:
+            sampler = RowSeededSampler(seeds, settings["temperature"], settings["top_p"], self.device)
             kwargs["logits_processor"] = LogitsProcessorList([sampler])
         route = self.lora.router.route(rows) if self.lora is not None else nullcontext()
         with route:

@@ -91,11 +91,7 @@ class OpenAIEngine:
         each group is loaded, generated and unloaded before the next."""
         adapters = list(adapters) if adapters is not None else [None] * len(prompts)
         distinct = list(dict.fromkeys(a for a in adapters if a is not None))
-        params = {
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
-        }
+        params = sampling.given()  # an unset parameter is not sent: the server's default
         results: list[Completion | None] = [None] * len(prompts)
         for start in range(0, max(1, len(distinct)), self.max_loras):
             group = set(distinct[start : start + self.max_loras])

@@ -100,14 +100,10 @@ class VLLMEngine:
 
         if not prompts:
             return []
+        # Unset parameters keep vLLM's defaults, but for max_tokens (16): unset = up to the context.
+        settings = {**sampling.given(), "max_tokens": sampling.max_tokens}
         params = [
-            SamplingParams(
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                max_tokens=sampling.max_tokens,
-                seed=None if seeds is None else seeds[i],
-            )
-            for i in range(len(prompts))
+            SamplingParams(**settings, seed=None if seeds is None else seeds[i]) for i in range(len(prompts))
         ]
         requests = None if adapters is None else [self._request(a) for a in adapters]
         outputs = self.llm.generate(list(prompts), params, lora_request=requests, use_tqdm=True)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seal_runner.domains.knowledge.data import Article
 from seal_runner.domains.knowledge.evaluate import answer_questions
@@ -56,16 +58,30 @@ def sequences_for(cfg: DictConfig, article: Article, text: str) -> list[str]:
     )
 
 
+def selfedit_sampling(cfg: DictConfig, overrides: Mapping[str, Any] | None = None) -> Sampling:
+    """The run's `sampling`, with a self-edit source's own keys on top (null: not set, so an API
+    gets no such field: the reference's GPT-4.1 self-edits used the API's defaults)."""
+    return Sampling(**{**OmegaConf.to_container(cfg.sampling), **(overrides or {})})
+
+
 def sample_selfedits(
-    cfg: DictConfig, engine, formatter, articles: list[Article], samples: int, path: Path, seed_tag: object
+    cfg: DictConfig,
+    engine,
+    formatter,
+    articles: list[Article],
+    samples: int,
+    path: Path,
+    seed_tag: object,
+    sampling: Sampling | None = None,
 ) -> dict[tuple[int, int], dict]:
-    """`samples` self-edits per article, each seeded from (run seed, seed_tag, article, sample)."""
+    """`samples` self-edits per article, each seeded from (run seed, seed_tag, article, sample);
+    `sampling` defaults to the run's."""
     done = {(r["article"], r["sample"]): r for r in read_jsonl(path)}
     todo = [(a, s) for a in articles for s in range(samples) if (a.index, s) not in done]
     if todo:
         formatter = prompt_formatter(engine, formatter)
         prompts = [selfedit_prompt_for(cfg, formatter, a) for a, _ in todo]
-        sampling = Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
+        sampling = sampling or selfedit_sampling(cfg)
         seeds = [derive_seed(cfg.seed, "selfedit", seed_tag, a.index, s) for a, s in todo]
         completions = engine.generate(prompts, sampling, seeds=seeds)
         new = []
@@ -77,13 +93,13 @@ def sample_selfedits(
         cut = sum(r.get("cut_line_dropped", False) for r in new)
         if statuses["empty"] or statuses["truncated"]:
             log.warning(
-                "%s: of %d new self-edits %d are empty and %d truncated at sampling.max_tokens=%d "
+                "%s: of %d new self-edits %d are empty and %d truncated at max_tokens=%s "
                 "(%d lost their cut last line)",
                 path,
                 len(new),
                 statuses["empty"],
                 statuses["truncated"],
-                cfg.sampling.max_tokens,
+                sampling.max_tokens,
                 cut,
             )
     return done

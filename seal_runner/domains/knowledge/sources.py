@@ -6,21 +6,42 @@ file self-edits are applied to the run's model, while a trained policy is both t
 inner-loop base (its own no-update accuracy is the row's baseline, as in the paper's
 "baseline -> adapted" columns). Each source is a `_target_` in `selfedit_sources.<name>` so the
 stage never branches on the kind.
+
+A sampling source may carry its own `sampling` keys over the run's: the reference asked GPT-4.1
+with none set (the API's defaults: temperature 1, top_p 1, no token limit), and its own model with
+temperature 1, top_p 0.95 and 8192 new tokens.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seal_runner.domains.knowledge.data import Article, DataError
-from seal_runner.domains.knowledge.pipeline import sample_selfedits, sequences_for
+from seal_runner.domains.knowledge.pipeline import sample_selfedits, selfedit_sampling, sequences_for
+from seal_runner.engines.base import Sampling
+from seal_runner.errors import InputError
 from seal_runner.records import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
+
+
+def sampling_overrides(label: str, sampling: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A source's `sampling` keys (null = not set), checked now rather than at the first request."""
+    overrides = dict(sampling or {})
+    allowed = [f.name for f in fields(Sampling)]
+    unknown = sorted(overrides.keys() - set(allowed))
+    if unknown:
+        raise InputError(
+            f"selfedit source {label!r}: sampling.{unknown[0]} is not a sampling key; allowed: {allowed}"
+        )
+    return overrides
 
 
 class PolicySource:
@@ -29,8 +50,11 @@ class PolicySource:
     `path=None` is the run's own model (the "base model self-edits" row); a path names a trained
     policy, e.g. `<restem run>/round_1/policy` (the paper's "SEAL" row)."""
 
-    def __init__(self, label: str, path: str | None = None) -> None:
+    def __init__(
+        self, label: str, path: str | None = None, sampling: Mapping[str, Any] | None = None
+    ) -> None:
         self.label, self.path = label, path
+        self.sampling = sampling_overrides(label, sampling)
 
     def policy_path(self, run_model: str) -> str:
         if self.path is None:
@@ -53,15 +77,17 @@ class PolicySource:
         model_path: str,
         samples: int = 1,
     ) -> dict[tuple[int, int], dict]:
-        return sample_selfedits(cfg, sampler, formatter, articles, samples, out, out.stem)
+        sampling = selfedit_sampling(cfg, self.sampling)
+        return sample_selfedits(cfg, sampler, formatter, articles, samples, out, out.stem, sampling)
 
 
 class EngineSource:
     """Self-edits from another model behind an engine (GPT-4.1 in the paper, or any
     OpenAI-compatible server), applied to the run's model."""
 
-    def __init__(self, label: str, engine: DictConfig) -> None:
+    def __init__(self, label: str, engine: DictConfig, sampling: Mapping[str, Any] | None = None) -> None:
         self.label, self.engine_cfg = label, engine
+        self.sampling = sampling_overrides(label, sampling)
 
     def policy_path(self, run_model: str) -> str:
         return run_model
@@ -87,7 +113,8 @@ class EngineSource:
             seed=cfg.seed,
         )
         try:
-            return sample_selfedits(cfg, engine, formatter, articles, samples, out, out.stem)
+            sampling = selfedit_sampling(cfg, self.sampling)
+            return sample_selfedits(cfg, engine, formatter, articles, samples, out, out.stem, sampling)
         finally:
             engine.close()
 
