@@ -25,8 +25,10 @@ from seal_runner.choices import (
     OnFailure,
     OpenAIApi,
     Reward,
+    SelfEditHeader,
     SelfEditWording,
     Stage,
+    TokenLayout,
     TTTAugmentationRule,
     VoteRule,
 )
@@ -89,6 +91,8 @@ class ARCSelfEditPromptConfig:
     # ours (complete example edit, augmentation descriptions) | reference (the repository's text and
     # demo layout, verbatim)
     wording: SelfEditWording = SelfEditWording.ours
+    # template (the model's chat template) | reference (Llama 3's header written by hand, no date lines)
+    header: SelfEditHeader = SelfEditHeader.template
     system: str | None = None
     instruction: str | None = None
 
@@ -151,6 +155,9 @@ class ARCDomainConfig:
     # | reference: its translation (input and output shifted differently), a demo-shuffled copy always,
     # recoloured onto unused colours first only with an augmenter (domains/arc/leave_n.py)
     ttt_augmentation: TTTAugmentationRule = TTTAugmentationRule.ours
+    # ours: a TTT row ends at the answer's end of turn and a query is the row's prompt | reference: the
+    # row ends with the template's generation prompt (labelled too), a query loses one BOS (ttt_format.py)
+    token_layout: TokenLayout = TokenLayout.ours
     step_cap: int = 375  # epochs x examples / batch above this -> 0 epochs
     eval_permutations: int = 2  # orders per leave-one-out subset, the original included
     # ours: distinct orders, every variant kept | reference: original + random shuffles, repeated
