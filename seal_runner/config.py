@@ -232,6 +232,9 @@ class LoraConfig:
     append_eos: bool = True
     label_pads: bool = True  # reference mode: pads in the loss (the paper); false isolates that defect
     adapters_per_batch: int = 8  # K self-edits trained together over one shared base forward
+    # LoRA A's seed: null = each job's own seed; an int = every adapter starts from the one A it draws
+    # (the reference's ARC TTT restores one initial A before each update)
+    init_seed: int | None = None
     max_tokens_per_forward: int = 4096  # padded tokens per forward pass (rows length-bucketed)
 
 
@@ -257,6 +260,7 @@ class SFTConfig:
     seed: int = 0
     gradient_checkpointing: bool = False  # trade compute for activation memory on large models
     num_processes: int = 0  # data-parallel processes (accelerate launch); 0 = one per visible GPU
+    dtype: str | None = None  # weights while training: null = model.dtype; float32 = the reference's ARC BC
 
 
 @dataclass
