@@ -132,10 +132,9 @@ class ChatRenderer:
 
     def check_llama3_markup(self) -> None:
         """The hand-written header is Llama 3's: each markup token must be one token of this vocabulary."""
-        missing = [
-            token
-            for token in LLAMA3_MARKUP_TOKENS
-            if self.tokenizer.convert_ids_to_tokens(self.tokenizer.convert_tokens_to_ids(token)) != token
+        ids = {token: self.tokenizer.convert_tokens_to_ids(token) for token in LLAMA3_MARKUP_TOKENS}
+        missing = [  # an unknown token maps to the unk id, or to None where there is no unk token
+            token for token, i in ids.items() if i is None or self.tokenizer.convert_ids_to_tokens(i) != token
         ]
         if missing:
             raise InputError(
