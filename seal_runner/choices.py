@@ -117,6 +117,23 @@ class SelfEditWording(Choice):
     reference = "reference"
 
 
+class SelfEditHeader(Choice):
+    """`selfedit_prompt.header` (ARC): the self-edit prompt's chat markup from the model's chat template,
+    or the Llama 3 header the reference writes by hand (no date lines); domains/arc/selfedit.py."""
+
+    template = "template"
+    reference = "reference"
+
+
+class TokenLayout(Choice):
+    """`domain.token_layout` (ARC): TTT rows end at the answer's end of turn and queries are tokenised as
+    the rows' prompts (ours), or the reference's rows with the trailing generation prompt labelled and
+    queries with one BOS fewer; domains/arc/ttt_format.py."""
+
+    ours = "ours"
+    reference = "reference"
+
+
 # `grader.on_failure`: an API item that still fails after its retries raises, or is left ungraded.
 # `raise` is a keyword, so the members are declared by name: OnFailure["raise"], OnFailure.skip.
 OnFailure = Choice("OnFailure", [("raise", "raise"), ("skip", "skip")], module=__name__, qualname="OnFailure")

@@ -29,8 +29,10 @@ from seal_runner.choices import (
     OnFailure,
     OpenAIApi,
     Reward,
+    SelfEditHeader,
     SelfEditWording,
     Stage,
+    TokenLayout,
     TTTAugmentationRule,
     VoteRule,
 )
@@ -93,6 +95,8 @@ class ARCSelfEditPromptConfig:
     # ours (complete example edit, augmentation descriptions) | reference (the repository's text and
     # demo layout, verbatim)
     wording: SelfEditWording = SelfEditWording.ours
+    # template (the model's chat template) | reference (Llama 3's header written by hand, no date lines)
+    header: SelfEditHeader = SelfEditHeader.template
     system: str | None = None
     instruction: str | None = None
 
@@ -177,6 +181,9 @@ class ARCDomainConfig:
     # | reference: its translation (input and output shifted differently), a demo-shuffled copy always,
     # recoloured onto unused colours first only with an augmenter (domains/arc/leave_n.py)
     ttt_augmentation: TTTAugmentationRule = TTTAugmentationRule.ours
+    # ours: a TTT row ends at the answer's end of turn and a query is the row's prompt | reference: the
+    # row ends with the template's generation prompt (labelled too), a query loses one BOS (ttt_format.py)
+    token_layout: TokenLayout = TokenLayout.ours
     step_cap: int = 375  # epochs x examples / batch above this -> 0 epochs
     eval_permutations: int = 2  # orders per leave-one-out subset, the original included
     # ours: distinct orders, every variant kept | reference: original + random shuffles, repeated
@@ -255,6 +262,9 @@ class LoraConfig:
     append_eos: bool = True
     label_pads: bool = True  # reference mode: pads in the loss (the paper); false isolates that defect
     adapters_per_batch: int = 8  # K self-edits trained together over one shared base forward
+    # LoRA A's seed: null = each job's own seed; an int = every adapter starts from the one A it draws
+    # (the reference's ARC TTT restores one initial A before each update)
+    init_seed: int | None = None
     max_tokens_per_forward: int = 4096  # padded tokens per forward pass (rows length-bucketed)
 
 
@@ -287,6 +297,7 @@ class SFTConfig(PolicyTrainingConfig):
     """Outer-loop policy update (the paper's knowledge SFT), data-parallel under accelerate."""
 
     num_processes: int = 0  # data-parallel processes (accelerate launch); 0 = one per visible GPU
+    dtype: str | None = None  # weights while training: null = model.dtype; float32 = the reference's ARC BC
 
 
 @dataclass

@@ -233,9 +233,11 @@ def train_sft(
     config, pairs_sha256, processes, resumed. A finished `out_dir` (marker present) is not
     retrained: its stored stats come back with `resumed: True` (a warning is logged if the pairs
     differ from the stored run's). One writer per `out_dir` is assumed. With several processes
-    (`sft.num_processes`) training runs under `accelerate launch`, one process per GPU.
+    (`sft.num_processes`) training runs under `accelerate launch`, one process per GPU. `cfg.dtype`,
+    when set, replaces `dtype` (the model's): the weights are loaded, trained, merged and saved in it.
     """
     out_dir = Path(out_dir)
+    dtype = cfg.dtype or dtype
     digest = pairs_digest(pairs)
     done = read_done(out_dir)
     if done is not None:
@@ -370,8 +372,10 @@ def train_on_texts(
 ) -> dict:
     """Continued pretraining on plain texts (every token labelled, EOS appended): LoRA merged into a
     new checkpoint, or all weights with `full_finetune`. The CPT experiment trains one such model on
-    the pooled self-edits of many documents. A finished `out_dir` is kept and its stats returned."""
+    the pooled self-edits of many documents. A finished `out_dir` is kept and its stats returned.
+    `cfg.dtype`, when set, replaces `dtype`, as in `train_sft`."""
     out_dir = Path(out_dir)
+    dtype = cfg.dtype or dtype
     done = read_done(out_dir)
     if done is not None:
         return {**done, "resumed": True}

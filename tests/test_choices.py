@@ -30,7 +30,9 @@ from seal_runner.choices import (
     OnFailure,
     OpenAIApi,
     Reward,
+    SelfEditHeader,
     Stage,
+    TokenLayout,
 )
 from seal_runner.config import LoraConfig
 from seal_runner.domains.knowledge.strategies import ContinualStrategy
@@ -53,6 +55,8 @@ CHOICE_KEYS: dict[str, tuple[list[str], type[Choice]]] = {
     "continual.strategy": ([], ContinualStrategy),
     "domain.source": (["experiment=demo/arc_cpu"], ArcSource),
     "domain.grid_format": (["experiment=demo/arc_cpu"], GridFormatName),
+    "domain.token_layout": (["experiment=demo/arc_cpu"], TokenLayout),
+    "selfedit_prompt.header": (["experiment=demo/arc_cpu"], SelfEditHeader),
     "grader.rule": ([], LexicalRule),
     "grader.on_failure": (["grader=llm_judge"], OnFailure),
     "engine.api": (["engine=openai"], OpenAIApi),

@@ -252,6 +252,8 @@ def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     assert paper.selfedit_prompt.wording == "reference" and paper.domain.strict_json is True
     assert paper.domain.eval_queries == "reference" and paper.domain.eval_permutations == 3
     assert paper.domain.voting == "reference" and paper.domain.ttt_augmentation == "reference"
+    assert paper.selfedit_prompt.header == "reference" and paper.domain.token_layout == "reference"
+    assert paper.lora.init_seed == 0 and paper.sft.dtype == "float32"
     assert list(paper.domain.eval_task_ids) == [
         "358ba94e", "59341089", "66e6c45b", "68b67ca3", "903d1b4a",
         "af24b4cc", "b1fc8b8e", "bc4146bd", "c7d4e6ad", "ce8d95cc",
@@ -265,6 +267,8 @@ def test_paper_arc_preset_takes_the_reference_protocol(hydra_ctx: None) -> None:
     assert ours.selfedit_prompt.wording == "ours" and ours.domain.strict_json is False
     assert ours.domain.eval_queries == "ours" and ours.domain.voting == "ours"
     assert ours.domain.ttt_augmentation == "ours"
+    assert ours.selfedit_prompt.header == "template" and ours.domain.token_layout == "ours"
+    assert ours.lora.init_seed is None and ours.sft.dtype is None
 
 
 KNOWLEDGE_PAPER_PRESETS = [

@@ -120,3 +120,35 @@ def test_schedules_match_transformers():
             scheduler.step()
     with pytest.raises(ValueError, match="lr_schedule"):
         lr_schedule("exponential")
+
+
+def test_init_seed_gives_every_adapter_one_starting_A(tiny, tmp_path):
+    """lora.init_seed: every job starts from the A that seed draws (the reference's ARC TTT restores one
+    initial A before each update), on the fast and the reference path alike; B starts at zero and the
+    data order still follows each job's own seed. Unset, each job draws its own A."""
+    from safetensors.torch import load_file
+
+    from seal_runner.lora.trainer import ReferenceInnerTrainer
+
+    model, tokenizer = tiny
+    rows = prompt_completion_rows(tokenizer, [("[[1 2]] -> ", "[[2 1]]#")])
+    jobs = [InnerJob(f"j{seed}", [], seed=seed, rows=rows, epochs=0) for seed in (1, 2, 3)]
+
+    def starting_A(**overrides) -> list[dict]:
+        trainer = FastInnerTrainer(
+            MultiLoraModel(copy.deepcopy(model), TARGETS, 3, 4), tokenizer, cfg(**overrides)
+        )
+        trainer.train(jobs)
+        return [{n: v for n, v in trainer.lora.adapter_state(k).items() if "lora_A" in n} for k in range(3)]
+
+    shared = starting_A(init_seed=7)
+    assert all(torch.equal(shared[0][n], other[n]) for other in shared[1:] for n in shared[0])
+    own = starting_A()
+    assert not any(torch.equal(own[0][n], own[1][n]) for n in own[0])
+    assert all(torch.equal(own[0][n], starting_A(init_seed=1)[0][n]) for n in own[0])  # job 0's seed is 1
+    reference = ReferenceInnerTrainer(
+        copy.deepcopy(model), tokenizer, cfg(init_seed=7, epochs=0, batch_size=1)
+    )
+    reference.train_and_save(InnerJob("ref", ["A\nb c"], seed=5), tmp_path / "ref")
+    saved = load_file(str(tmp_path / "ref" / "adapter_model.safetensors"))
+    assert all(torch.equal(saved[n], shared[0][n]) for n in shared[0])

@@ -250,3 +250,16 @@ def test_two_processes_under_accelerate_launch_match_one(tiny_model_dir, pairs, 
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert not list(tmp_path.glob(".two.sft-job-*"))  # the job file is removed
     assert train_sft(str(tiny_model_dir), pairs, tmp_path / "two", replace(cfg, num_processes=2))["resumed"]
+
+
+def test_sft_dtype_replaces_the_model_dtype(tiny_model_dir, pairs, tmp_path):
+    """sft.dtype: the policy is loaded, trained, merged and saved in it whatever the model's dtype
+    (the reference's ARC BC trains in fp32); unset, the caller's (model.dtype) is used."""
+    from dataclasses import replace
+
+    cfg = SFTConfig(rank=4, alpha=8.0, lr=1e-3, epochs=1, batch_size=4, grad_accum=1, max_length=128)
+    for sft_dtype, expected in ((None, torch.bfloat16), ("float32", torch.float32)):
+        out = tmp_path / f"policy-{sft_dtype}"
+        train_sft(str(tiny_model_dir), pairs, out, replace(cfg, dtype=sft_dtype), dtype="bfloat16")
+        weights = load_file(str(out / "model.safetensors"))
+        assert {w.dtype for w in weights.values()} == {expected}

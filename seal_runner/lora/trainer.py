@@ -87,7 +87,7 @@ class FastInnerTrainer:
             raise ValueError(f"got {len(jobs)} jobs for {self.lora.num_adapters} adapter slots")
         cfg, start = self.cfg, time.perf_counter()
         for slot, job in enumerate(jobs):
-            self.lora.reset(slot, self.spec, job.seed)
+            self.lora.reset(slot, self.spec, init_seed(cfg, job))
         data = [self._rows(j) for j in jobs]
         schedules = [
             epoch_schedule(len(d), cfg.epochs if j.epochs is None else j.epochs, cfg.batch_size, j.seed)
@@ -219,7 +219,7 @@ class ReferenceInnerTrainer:
                 task_type="CAUSAL_LM",
             ),
         )
-        seed_lora_A(peft_model, job.seed)
+        seed_lora_A(peft_model, init_seed(cfg, job))
         data = tokenize_sequences(self.tokenizer, job.sequences, cfg.max_length, append_eos=False)
         schedule = epoch_schedule(len(data), cfg.epochs, cfg.batch_size, job.seed)
         params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -255,6 +255,14 @@ class ReferenceInnerTrainer:
         self.base = peft_model.unload()  # the reference builds a new wrapper per request
         result.seconds = time.perf_counter() - start
         return result
+
+
+def init_seed(cfg, job: InnerJob) -> int:
+    """The seed of a job's starting LoRA A: `lora.init_seed` when set, so every adapter starts from the
+    same A (the reference's ARC TTT, few-shot/arclib/update_model.py: `TTT.reset_lora` copies back the
+    A that PEFT drew when the one wrapper was built, and zeroes B, before each update), else the job's
+    own seed."""
+    return job.seed if cfg.init_seed is None else cfg.init_seed
 
 
 @torch.no_grad()

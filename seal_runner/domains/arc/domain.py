@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from seal_runner.choices import ArcSource, Reward
+from seal_runner.choices import ArcSource, Reward, SelfEditHeader
 from seal_runner.domains.arc.data import ARCTask, load_tasks
 from seal_runner.domains.arc.generator import generate_tasks
 from seal_runner.domains.arc.pipeline import (
@@ -80,7 +80,11 @@ class ArcDomain:
             )
         self.run, self.cfg = run, run.cfg
         d = run.cfg.domain
-        self.encoder = TTTEncoder(run.tokenizer, grid_format(d.grid_format), dict(d.chat_template_kwargs))
+        self.encoder = TTTEncoder(
+            run.tokenizer, grid_format(d.grid_format), dict(d.chat_template_kwargs), d.token_layout
+        )
+        if run.cfg.selfedit_prompt.header == SelfEditHeader.reference:
+            self.encoder.chat.check_llama3_markup()  # before any engine starts
         self._tasks: dict[str, list[ARCTask]] = {}
 
     def tasks(self, split: str) -> list[ARCTask]:

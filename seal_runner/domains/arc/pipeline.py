@@ -66,7 +66,12 @@ def sample_selfedits(
     budget = cfg.domain.max_sample_attempts
     sampling = Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
     p = cfg.selfedit_prompt
-    wording = {"system": p.system or SYSTEM_PROMPT, "instruction": p.instruction, "wording": p.wording}
+    wording = {
+        "system": p.system or SYSTEM_PROMPT,
+        "instruction": p.instruction,
+        "wording": p.wording,
+        "header": p.header,
+    }
     prompts = {t.task_id: encoder.chat.selfedit_prompt(t.train, **wording) for t in tasks}
     while True:
         todo = []

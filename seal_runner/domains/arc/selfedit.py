@@ -105,6 +105,17 @@ Example output:
 """
 
 
+# The reference's self-edit prompt markup (few-shot/self-edit.py, `get_prompt`): Llama 3's header written by
+# hand. Llama 3.x's chat template differs from it: it adds "Cutting Knowledge Date" / "Today Date" lines to
+# the system turn and trims each turn's text (the reference request's final newline is kept here).
+REFERENCE_LLAMA3_PROMPT = (
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+LLAMA3_MARKUP_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+
+
 def format_demos(demos: Sequence[ARCExample], wording: SelfEditWording = SelfEditWording.ours) -> str:
     """Per demo "Input:\\n{rows}\\nOutput:\\n{rows}\\n", then the "------\\n\\n" separator.
 
