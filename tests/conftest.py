@@ -1,9 +1,12 @@
-"""Shared fixtures: a tiny random Llama (unit tests) and the real SmolLM2 checkpoint (integration)."""
+"""Shared fixtures and helpers: a tiny random Llama (unit tests), the real SmolLM2 checkpoint
+(integration), composed configs, and `seal-run` as a subprocess (integration)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,51 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SEAL_SHARED_DIR", REPO.parent / "shared"))
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+
+# The installed entry point next to this interpreter: what a user types, not this process's imports.
+SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
+# A pipeline run's environment: Hydra's full traceback if it fails, one OpenMP thread per process
+# (the CI machine has 2 cores and a run may start workers), no W&B chatter.
+RUN_ENV = {"HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+
+
+def seal_run(
+    *args: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] = RUN_ENV,
+    unset: Iterable[str] = (),
+    timeout: float = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """`seal-run *args` as a subprocess, its output captured. The child's environment is this
+    process's with `unset` removed and `env` set. With `check`, it must exit 0; the assertion shows
+    the tail of its stdout and stderr. Tests that call this are `pytest.mark.integration`."""
+    removed = set(unset)
+    child_env = {k: v for k, v in os.environ.items() if k not in removed} | dict(env)
+    proc = subprocess.run(
+        [SEAL_RUN, *args], cwd=cwd, env=child_env, capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def seal_run_error(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    unset: Iterable[str] = (),
+    timeout: float = 120,
+    **kwargs,
+) -> str:
+    """The console output of a `seal-run` that must stop with a message: a non-zero exit and no
+    traceback. HYDRA_FULL_ERROR is unset, as in a user's shell, since it makes Hydra print one."""
+    proc = seal_run(
+        *args, env=env or {}, unset=("HYDRA_FULL_ERROR", *unset), timeout=timeout, check=False, **kwargs
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out, out
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -7,29 +7,21 @@ no-update accuracy must be measured and used as its baseline."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+from conftest import RUN_ENV, seal_run
 from fake_openai_server import FakeOpenAIServer
 
-SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 GPT_SELF_EDIT = "1. The passage states a fact.\n2. The fact is stated in the passage."
-
-
-def seal_run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run([SEAL_RUN, *args], capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.integration
 def test_every_source_in_one_table(tiny_model_dir, tmp_path):
     policy = tmp_path / "policy"
     shutil.copytree(tiny_model_dir, policy)
@@ -59,7 +51,7 @@ def test_every_source_in_one_table(tiny_model_dir, tmp_path):
     )
     with FakeOpenAIServer(reply=lambda body: GPT_SELF_EDIT) as server:
         args.append(f"selfedit_sources.openai.engine.base_url={server.base_url}")
-        proc = seal_run(args, env={"SEAL_TEST_KEY": "sk-test"})
+        proc = seal_run(*args, env=RUN_ENV | {"SEAL_TEST_KEY": "sk-test"})
         requests = list(server.bodies)
 
     summary = json.loads((run_dir / "summary.json").read_text())
