@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import seal_run
 
 from seal_runner.domains.knowledge.continual import compare_table, empty_matrix, forgetting_stats, mean_matrix
 from seal_runner.domains.knowledge.strategies import build_strategy
 
-SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 NAN = math.nan
 TINY = [
     "engine=hf",
@@ -26,13 +23,6 @@ TINY = [
     "domain.drop_cut_line=false",  # a random tiny model's self-edits are all cut at max_tokens
     "domain.qa_max_tokens=4",
 ]
-
-
-def seal_run(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([SEAL_RUN, *args], capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def test_matrix_mean_ignores_unseen_cells():
@@ -59,6 +49,7 @@ def test_forgetting_stats_on_a_hand_made_matrix():
     assert stats["newest_after_last_step"] == pytest.approx(0.9)
 
 
+@pytest.mark.integration
 def test_continual_matrix_shape_resume_and_artifacts(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     args = [
@@ -75,7 +66,7 @@ def test_continual_matrix_shape_resume_and_artifacts(tiny_model_dir, tmp_path):
         "lora.alpha=8",
         f"hydra.run.dir={run_dir}",
     ]
-    proc = seal_run(args)
+    proc = seal_run(*args)
     assert "accuracy after t sequential self-edits" in proc.stdout
     matrix = json.loads((run_dir / "continual" / "matrix.json").read_text())
     assert len(matrix["per_sequence"]) == 2
@@ -102,28 +93,27 @@ def test_continual_matrix_shape_resume_and_artifacts(tiny_model_dir, tmp_path):
     (seq1 / "self_edits.jsonl").write_text("\n".join(edits[:2]) + "\n")
     shutil.rmtree(seq1 / "models" / "step_3")
     sizes = {p: p.stat().st_size for p in (run_dir / "continual" / "seq_00").glob("*.jsonl")}
-    seal_run([*args, "logger=none"])
+    seal_run(*args, "logger=none")
     again = json.loads((run_dir / "continual" / "matrix.json").read_text())
     assert json.dumps(again["per_sequence"]) == json.dumps(matrix["per_sequence"])
     assert sizes == {p: p.stat().st_size for p in (run_dir / "continual" / "seq_00").glob("*.jsonl")}
 
 
+@pytest.mark.integration
 def test_cpt_trains_one_model_per_row_and_micro_averages(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     proc = seal_run(
-        [
-            "stage=cpt",
-            f"model.name_or_path={tiny_model_dir}",
-            *TINY,
-            "logger=none",
-            "domain.n_articles=3",
-            "domain.split_newlines=false",
-            "cpt.samples_per_article=2",
-            "cpt.rank=4",
-            "cpt.alpha=8",
-            "cpt.epochs=1",
-            f"hydra.run.dir={run_dir}",
-        ]
+        "stage=cpt",
+        f"model.name_or_path={tiny_model_dir}",
+        *TINY,
+        "logger=none",
+        "domain.n_articles=3",
+        "domain.split_newlines=false",
+        "cpt.samples_per_article=2",
+        "cpt.rank=4",
+        "cpt.alpha=8",
+        "cpt.epochs=1",
+        f"hydra.run.dir={run_dir}",
     )
     assert "after CPT" in proc.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -170,15 +160,12 @@ def test_retention_reward_penalises_the_probe_drop():
         build_strategy("retention", 3, candidates=1)
 
 
-@pytest.mark.parametrize("strategy", ["replay", "isolation", "retention"])
-def test_strategies_share_the_protocol_and_differ_only_in_learner_and_data(
-    strategy, tiny_model_dir, tmp_path
-):
-    """Same passages and step-1 self-edit as merge; replay trains on new + earlier sequences;
-    isolation writes and trains every adapter on the untouched model and sums them."""
-    common = [
+def strategy_sequence(model_dir: Path, run_dir: Path, name: str) -> Path:
+    """One 3-step sequence under strategy `name`, every strategy on the same settings; checks what
+    all of them print and record, and returns the sequence's directory."""
+    proc = seal_run(
         "stage=continual",
-        f"model.name_or_path={tiny_model_dir}",
+        f"model.name_or_path={model_dir}",
         *TINY,
         "logger=none",
         "domain.n_articles=4",
@@ -192,16 +179,34 @@ def test_strategies_share_the_protocol_and_differ_only_in_learner_and_data(
         "lora.epochs=1",
         "lora.rank=4",
         "lora.alpha=8",
-    ]
-    runs = {}
-    for name in ("merge", strategy):
-        run_dir = tmp_path / name
-        proc = seal_run([*common, f"continual.strategy={name}", f"hydra.run.dir={run_dir}"])
-        assert f"[{name}]" in proc.stdout
-        runs[name] = run_dir / "continual" / "seq_00"
-        summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["strategy"] == name
-        assert summary["cost"]["updates"] == 3 * (2 if name == "retention" else 1)
+        f"continual.strategy={name}",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert f"[{name}]" in proc.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["strategy"] == name
+    assert summary["cost"]["updates"] == 3 * (2 if name == "retention" else 1)
+    return run_dir / "continual" / "seq_00"
+
+
+@pytest.fixture(scope="module")
+def merge_sequence(tiny_model_dir, tmp_path_factory) -> Path:
+    """merge's sequence, which every other strategy is compared with: one run for the module (the
+    same arguments for each comparison, so running it once per strategy repeated the same work)."""
+    return strategy_sequence(tiny_model_dir, tmp_path_factory.mktemp("continual") / "merge", "merge")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", ["replay", "isolation", "retention"])
+def test_strategies_share_the_protocol_and_differ_only_in_learner_and_data(
+    strategy, merge_sequence, tiny_model_dir, tmp_path
+):
+    """Same passages and step-1 self-edit as merge; replay trains on new + earlier sequences;
+    isolation writes and trains every adapter on the untouched model and sums them."""
+    runs = {
+        "merge": merge_sequence,
+        strategy: strategy_sequence(tiny_model_dir, tmp_path / strategy, strategy),
+    }
     edits = {  # candidate 0 of each step (retention writes 2 per step; sample 0 is merge's)
         n: [e for e in map(json.loads, (p / "self_edits.jsonl").read_text().splitlines()) if e["sample"] == 0]
         for n, p in runs.items()
