@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
+from conftest import compose_config, seal_run
 from safetensors.torch import load_file
 
-SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
+from seal_runner.errors import InputError
+from seal_runner.stages.common import build_domain
 
 
 def run_restem(model_dir: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = [
-        SEAL_RUN,
+    return seal_run(
         *extra,
         "stage=restem",
         f"model.name_or_path={model_dir}",
@@ -40,13 +42,10 @@ def run_restem(model_dir: Path, run_dir: Path, *extra: str) -> subprocess.Comple
         "sft.lr=1e-2",
         f"hydra.run.dir={run_dir}",
         f"hydra.sweep.dir={run_dir}",
-    ]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    )
 
 
+@pytest.mark.integration
 def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     extra = ("restem.heldout_samples=2", "restem.heldout_passage=true")
@@ -101,6 +100,7 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     assert {p: p.read_bytes() for p in files} == before
 
 
+@pytest.mark.integration
 def test_likelihood_reward_and_heldout_answer_logprob(tiny_model_dir, tmp_path):
     """reward=likelihood: every candidate's reward is its update's gain in gold-answer log-probability
     over no update (finite, so best-of-k keeps one per context); the held-out evaluation scores every
@@ -127,23 +127,25 @@ def test_likelihood_reward_and_heldout_answer_logprob(tiny_model_dir, tmp_path):
     assert "round_1_vs_round_0" in summary["likelihood_comparisons"]
     assert "paired log-likelihood differences" in proc.stdout
 
-    bad = subprocess.run(
+
+def test_likelihood_reward_without_the_hf_qa_engine_names_the_fix(hydra_ctx, tiny_model_dir):
+    """Teacher forcing needs the transformers QA engine: the domain, built right after the run's
+    checks, refuses a vLLM one naming the override (tests/test_bad_input.py: such an InputError
+    reaches the console as one line)."""
+    cfg = compose_config(
         [
-            SEAL_RUN,
             "stage=restem",
             f"model.name_or_path={tiny_model_dir}",
             "experiment=paper/knowledge_restem",  # answers with vLLM
             "restem.reward=likelihood",
-            f"hydra.run.dir={tmp_path / 'bad'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
-    assert bad.returncode != 0 and "engine@qa_engine=hf" in bad.stdout + bad.stderr
-    assert "Traceback" not in bad.stdout + bad.stderr
+    with pytest.raises(InputError) as info:
+        build_domain(cfg, SimpleNamespace(cfg=cfg))
+    assert "engine@qa_engine=hf" in str(info.value)
 
 
+@pytest.mark.integration
 def test_proxy_vs_true_sweep_scores_the_same_self_edits_and_writes_the_table(tiny_model_dir, tmp_path):
     """The preset's two jobs sample identical round-0 self-edits; the proxy job trains no inner
     adapter for its rewards, and the callback joins both into comparison.md."""
