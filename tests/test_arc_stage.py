@@ -10,11 +10,12 @@ round of the shared outer loop (stages/restem.py `improve`: reward = solved, `al
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+
+import pytest
+from conftest import seal_run
 
 from seal_runner.domains.arc.generator import generate_tasks
 from seal_runner.domains.arc.selfedit import parse_selfedit
@@ -22,7 +23,6 @@ from seal_runner.domains.arc.ttt_format import TTTEncoder, grid_format
 from seal_runner.models import load_tokenizer
 from seal_runner.records import append_jsonl
 
-SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 FAMILIES = ["flip_ud", "crop_to_object"]
 EDIT = (
     '{"data_generation": {"use_basic_augmentations": true, "use_size_augmentations": false, '
@@ -32,8 +32,7 @@ EDIT = (
 
 
 def run_arc(model_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
-    args = [
-        SEAL_RUN,
+    return seal_run(
         "experiment=demo/arc_cpu",
         f"model.name_or_path={model_dir}",
         "logger=none",
@@ -51,11 +50,8 @@ def run_arc(model_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
         "sft.alpha=8",
         "sft.epochs=1",
         f"hydra.run.dir={run_dir}",
-    ]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+        timeout=900,
+    )
 
 
 def seed_round_0(model_dir: Path, run_dir: Path) -> list[str]:
@@ -84,6 +80,7 @@ def seed_round_0(model_dir: Path, run_dir: Path) -> list[str]:
     return [t.task_id for t in tasks]
 
 
+@pytest.mark.integration
 def test_arc_stage_end_to_end_and_resume(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     train_ids = seed_round_0(tiny_model_dir, run_dir)

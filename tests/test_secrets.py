@@ -7,14 +7,12 @@ lives in the variable both are told to read and, as a decoy, in OPENAI_API_KEY t
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+from conftest import RUN_ENV, seal_run
 from fake_openai_server import FakeOpenAIServer, gullible_judge
 
-SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 KEY_ENV, PLANTED_KEY = "SEAL_TEST_SECRET_KEY", "sk-PLANTED-0123456789abcdef"
 
 
@@ -27,19 +25,12 @@ def files_containing(root: Path, secret: bytes) -> list[Path]:
     return [path for path in root.rglob("*") if path.is_file() and secret in path.read_bytes()]
 
 
+@pytest.mark.integration
 def test_planted_key_is_used_but_never_written(tiny_model_dir, tmp_path) -> None:
     run_dir, cache_dir = tmp_path / "run", tmp_path / "judge-cache"
-    env = {
-        **os.environ,
-        KEY_ENV: PLANTED_KEY,
-        "OPENAI_API_KEY": PLANTED_KEY,
-        "WANDB_SILENT": "true",
-        "HYDRA_FULL_ERROR": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = RUN_ENV | {KEY_ENV: PLANTED_KEY, "OPENAI_API_KEY": PLANTED_KEY}
     with FakeOpenAIServer(reply=judge_or_answer, runtime_lora=True) as server:
-        args = [
-            SEAL_RUN,
+        proc = seal_run(
             "~experiment",  # the default preset tunes the HF QA engine; this run uses another
             "stage=evaluate",
             "sampling.max_tokens=12",
@@ -61,9 +52,9 @@ def test_planted_key_is_used_but_never_written(tiny_model_dir, tmp_path) -> None
             "logger=wandb",
             "logger.mode=offline",
             f"hydra.run.dir={run_dir}",
-        ]
-        proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            cwd=tmp_path,
+            env=env,
+        )
 
     # The scan must not be vacuous: the key was really used, and the run wrote what it writes.
     assert set(server.paths) == {"/v1/completions", "/v1/chat/completions"}, "engine and judge both ran"
