@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import seal_run
 
 pytestmark = pytest.mark.integration
 
-SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
+# Unlike the tiny-model runs (conftest.RUN_ENV), these leave OMP_NUM_THREADS as it is.
+ENV = {"WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
 TINY = [
     "experiment=demo/table2_cpu",
     "domain.n_articles=2",
@@ -35,20 +35,13 @@ LIBRARY_LINES = {
 }
 
 
-def seal_run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([SEAL_RUN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 def offline_wandb_runs(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "wandb").glob("offline-run-*"))
 
 
 def test_table2_demo_on_two_passages(tmp_path):
     run_dir = tmp_path / "run"
-    proc = seal_run([*TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    proc = seal_run(*TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=ENV, timeout=900)
     assert "train on passage" in proc.stdout and "passage + self-edit" in proc.stdout
     edits = [
         json.loads(line) for line in (run_dir / "self_edits" / "selfedit.jsonl").read_text().splitlines()
@@ -69,7 +62,7 @@ def test_table2_demo_on_two_passages(tmp_path):
     # A rerun of the same directory finds everything done: no new records anywhere.
     sizes = {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
     assert len(sizes) == 3
-    seal_run([*TINY, f"hydra.run.dir={run_dir}", "logger.mode=disabled"], cwd=tmp_path)
+    seal_run(*TINY, f"hydra.run.dir={run_dir}", "logger.mode=disabled", cwd=tmp_path, env=ENV, timeout=900)
     assert sizes == {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
 
 
@@ -93,18 +86,18 @@ def assert_quiet_console(proc: subprocess.CompletedProcess, run_dir: Path) -> No
 def test_multirun_gives_separate_dirs_and_wandb_runs(tmp_path):
     sweep = tmp_path / "sweep"
     seal_run(
-        [
-            "-m",
-            "experiment=demo/table2_cpu",
-            "lora.lr=1e-4,1e-3",
-            "engine=hf",
-            "conditions=[passage]",
-            "domain.n_articles=1",
-            "lora.epochs=1",
-            "logger.mode=offline",
-            f"hydra.sweep.dir={sweep}",
-        ],
+        "-m",
+        "experiment=demo/table2_cpu",
+        "lora.lr=1e-4,1e-3",
+        "engine=hf",
+        "conditions=[passage]",
+        "domain.n_articles=1",
+        "lora.epochs=1",
+        "logger.mode=offline",
+        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
+        env=ENV,
+        timeout=900,
     )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "summary.json").exists())
     assert [p.name for p in jobs] == ["0", "1"]
