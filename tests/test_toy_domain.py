@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import RUN_ENV, seal_run
 
 from seal_runner.engines.base import Sampling
 from seal_runner.records import append_jsonl, derive_seed, read_jsonl
 
-SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 MARKER = "k"
 
 
@@ -120,8 +118,8 @@ def test_toy_domain_learns_its_marker_through_stage_restem(untied_tiny_model_dir
     (conf / "domain").mkdir(parents=True)
     (conf / "domain" / "toy.yaml").write_text(TOY_YAML)
     run_dir = tmp_path / "run"
-    args = [
-        SEAL_RUN,
+    pythonpath = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    proc = seal_run(
         "~experiment",  # the default preset sets knowledge keys
         f"hydra.searchpath=[file://{conf}]",
         "domain=toy",
@@ -142,15 +140,9 @@ def test_toy_domain_learns_its_marker_through_stage_restem(untied_tiny_model_dir
         "sft.grad_accum=1",
         "sft.max_length=256",
         f"hydra.run.dir={run_dir}",
-    ]
-    env = {
-        **os.environ,
-        "HYDRA_FULL_ERROR": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        env=RUN_ENV | {"PYTHONPATH": pythonpath},  # this module defines the domain
+        timeout=900,
+    )
 
     summary = json.loads((run_dir / "summary.json").read_text())
     rates = [r["heldout"]["marker_rate"] for r in summary["rounds"]]
