@@ -74,11 +74,12 @@ def hydra_ctx() -> Iterator[None]:
         yield
 
 
-def compose_config(overrides: list[str]):
-    """The composed `seal-run` config for `overrides` (inside `hydra_ctx`)."""
+def compose_config(overrides: list[str], return_hydra_config: bool = False):
+    """The composed `seal-run` config for `overrides` (inside `hydra_ctx`); with `hydra` too when
+    `return_hydra_config` (what `seal-run --cfg hydra` prints)."""
     from hydra import compose
 
-    return compose(config_name="config", overrides=overrides)
+    return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 @pytest.fixture(scope="session")
