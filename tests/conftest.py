@@ -82,6 +82,16 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False):
     return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
+def error_text(exc: BaseException) -> str:
+    """An error's message and its causes': Hydra names the key in one, OmegaConf the detail in another."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        parts.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer random Llama with the SmolLM2 tokenizer, saved as an HF checkpoint."""

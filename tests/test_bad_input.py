@@ -3,23 +3,23 @@ and logged skip, never a silently wrong result or a traceback from deep inside.
 
 Rows are grouped by where the input enters: data files (knowledge, ARC), generations, ARC self-edit
 JSON, the inner update (non-finite loss, out of memory), the model path, LoRA ranks, the run files,
-and the command line (`seal-run` as a subprocess). Most need no model; the inner-update rows use the
-2-layer random model.
+and the command line (its overrides and choices on the composed config and the checks a run makes
+first; one `seal-run` subprocess for how an error reaches the console). Most need no model; the
+inner-update rows use the 2-layer random model.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import error_text, seal_run_error
 from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from seal_runner.config import register_configs
@@ -27,14 +27,16 @@ from seal_runner.domains.arc.data import load_tasks
 from seal_runner.domains.arc.selfedit import ParseError, parse_selfedit
 from seal_runner.domains.knowledge.data import DataError, load_articles
 from seal_runner.domains.knowledge.pipeline import sample_selfedits, train_adapters
+from seal_runner.domains.knowledge.strategies import build_strategy
 from seal_runner.engines.base import Completion, LoraAdapter
 from seal_runner.engines.vllm_engine import VLLM_LORA_RANKS, check_adapter_rank, supported_lora_rank
+from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.models import ModelPathError, load_tokenizer, resolve_model_path
 from seal_runner.records import read_jsonl
+from seal_runner.stages.common import check_devices
+from seal_runner.stages.evaluate import check_conditions
 from seal_runner.tracking import Tracker
-
-SEAL_RUN = str(Path(sys.executable).with_name("seal-run"))
 
 # --- data files -----------------------------------------------------------------------------------
 
@@ -384,12 +386,6 @@ def test_line_separator_characters_inside_a_record_do_not_split_it(tmp_path: Pat
 
 # --- the command line -----------------------------------------------------------------------------
 
-
-def seal_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([SEAL_RUN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-
-
 OVERRIDES = {
     "typo in a key": (["lora.rnak=8"], ["lora.rnak"]),
     "wrong type": (["lora.rank=big"], ["lora.rank", "'big'", "could not be converted to Integer"]),
@@ -398,73 +394,92 @@ OVERRIDES = {
 
 
 @pytest.mark.parametrize(("args", "fragments"), OVERRIDES.values(), ids=OVERRIDES.keys())
-def test_invalid_override_names_the_key_without_a_traceback(tmp_path, args, fragments) -> None:
-    proc = seal_run("--cfg", "job", *args, cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+def test_invalid_override_names_the_key(compose_cfg, args, fragments) -> None:
+    """Composition fails naming the key; `seal-run` prints Hydra's message without a traceback
+    (tests/test_choices.py runs it on a typo)."""
+    with pytest.raises(HydraException) as info:
+        compose_cfg(*args)
+    text = error_text(info.value)
     for fragment in fragments:
-        assert fragment in out, out
-    assert "Traceback" not in out, out
+        assert fragment in text, text
 
 
-def failed_tiny_run(tmp_path: Path, tiny_model_dir: Path, *args: str) -> str:
-    """The output of a tiny-model `seal-run` that must fail with a message, not a traceback."""
-    proc = seal_run(
+@pytest.mark.integration
+def test_bad_data_file_on_the_command_line_is_one_line_without_a_traceback(tmp_path, tiny_model_dir) -> None:
+    """An InputError raised inside a stage (here the data file, read after the model's tokenizer)
+    reaches the console as one `seal-run: <message>` line (cli.py), with no traceback."""
+    bad = write_data(tmp_path / "bad.json", [{"title": "T", "questions": [QUESTION]}])
+    out = seal_run_error(
         f"model.name_or_path={tiny_model_dir}",
         "engine=hf",
         "engine@qa_engine=hf",
         "logger=none",
-        *args,
+        f"domain.data_path={bad}",
+        "stage=evaluate",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
     )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "Traceback" not in out, out
-    return out
-
-
-def test_bad_data_file_on_the_command_line_has_no_traceback(tmp_path, tiny_model_dir) -> None:
-    bad = write_data(tmp_path / "bad.json", [{"title": "T", "questions": [QUESTION]}])
-    out = failed_tiny_run(tmp_path, tiny_model_dir, f"domain.data_path={bad}", "stage=evaluate")
     assert f"{bad}: item 0: missing key 'context'" in out, out
+    assert f"seal-run: {bad}: item 0: missing key 'context'" in out.splitlines(), out
 
 
+def continual_strategy(cfg: DictConfig) -> None:
+    """What stage=continual builds from its config before its first sequence."""
+    c = cfg.continual
+    build_strategy(c.strategy, c.replay_sequences, c.candidates, c.retention_lambda)
+
+
+# overrides, the check that stops the run (None: composition does), fragments of the message
 CHOICES = {
     "unknown reward": (
         ["stage=restem", "restem.reward=oracle"],
-        ["restem.reward", "Invalid value 'oracle', expected one of [inner, proxy, solved]"],
+        None,
+        ["restem.reward", "Invalid value 'oracle', expected one of [inner, likelihood, proxy, solved]"],
     ),
     "unknown strategy": (
         ["stage=continual", "continual.strategy=ewc"],
+        None,
         ["continual.strategy", "Invalid value 'ewc'", "merge, replay, isolation, retention"],
     ),
     "retention without candidates": (
         ["stage=continual", "continual.strategy=retention", "continual.candidates=1"],
+        continual_strategy,
         ["continual.candidates=1 must be >= 2"],
     ),
-    "negative SFT processes": (["sft.num_processes=-1"], ["sft.num_processes=-1 must be >= 0"]),
+    "negative SFT processes": (
+        ["sft.num_processes=-1"],
+        check_devices,
+        ["sft.num_processes=-1 must be >= 0"],
+    ),
     "unknown inner mode": (
         ["stage=evaluate", "lora.mode=turbo", "conditions=[passage]"],
+        None,
         ["lora.mode", "Invalid value 'turbo', expected one of [fast, reference]"],
     ),
     "unknown condition": (
         ["stage=evaluate", "conditions=[base,nosuch]"],
+        check_conditions,
         ["conditions: ['nosuch'] unknown", "base, passage", "selfedit"],
     ),
 }
 if not torch.cuda.is_available():
     CHOICES["GPU workers on a CPU machine"] = (
         ["inner.devices=[cuda:*]"],
+        check_devices,
         ["inner.devices=['cuda:*'] names no device"],
     )
 
 
-@pytest.mark.parametrize(("args", "fragments"), CHOICES.values(), ids=CHOICES.keys())
-def test_impossible_choice_stops_before_any_work_without_a_traceback(
-    tmp_path, tiny_model_dir, args, fragments
-):
-    out = failed_tiny_run(tmp_path, tiny_model_dir, *args)
+@pytest.mark.parametrize(("args", "check", "fragments"), CHOICES.values(), ids=CHOICES.keys())
+def test_impossible_choice_stops_before_any_work(compose_cfg, args, check, fragments) -> None:
+    """Composition rejects a closed choice; the rest fail in checks a run makes before any work:
+    `check_devices` first in `setup_run`, `check_conditions` before it (tests/test_choices.py),
+    the continual strategy before the first sequence. Each is an InputError, so `seal-run` prints
+    it as one line (test_bad_data_file_on_the_command_line_is_one_line_without_a_traceback)."""
+    with pytest.raises((HydraException, InputError)) as info:
+        cfg = compose_cfg("engine=hf", "engine@qa_engine=hf", *args)
+        if check is not None:
+            check(cfg)
+    text = error_text(info.value)
     for fragment in fragments:
-        assert fragment in out, out
-    assert not list((tmp_path / "run").rglob("*.jsonl"))  # nothing sampled, trained or graded
+        assert fragment in text, text
