@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from importlib.resources import files
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import REPO, SEAL_RUN, error_text, seal_run
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 CONF_MODULE = "seal_runner.conf"
-SEAL_RUN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "seal-run"
 
 # The schema each group's options must be typed with: typos and wrong types only fail on typed nodes.
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
@@ -80,16 +78,6 @@ def discover_options() -> list[tuple[str, str]]:
 
 
 OPTIONS = discover_options()
-
-
-def _error_text(exc: BaseException) -> str:
-    """The message plus its causes: Hydra puts the key in one and OmegaConf's detail in another."""
-    parts: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None:
-        parts.append(str(seen))
-        seen = seen.__cause__ or seen.__context__
-    return "\n".join(parts)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +175,7 @@ def test_removed_keys_fail_at_compose_naming_them(hydra_ctx: None, override: str
     key = override.split("=")[0]
     with pytest.raises(HydraException) as info:
         _compose([override])
-    text = _error_text(info.value)
+    text = error_text(info.value)
     assert key in text or key.split(".")[-1] in text, text
     assert _compose(["sft.num_processes=2"]).sft.num_processes == 2  # the policy SFT keeps its key
 
@@ -332,7 +320,7 @@ def test_paper_restem_preset_cuts_no_sft_example(hydra_ctx: None) -> None:
 def test_typo_key_fails_naming_it(hydra_ctx: None, override: str, key: str) -> None:
     with pytest.raises(HydraException) as info:
         _compose([override])
-    assert key in str(info.value), _error_text(info.value)
+    assert key in str(info.value), error_text(info.value)
 
 
 def test_option_specific_key_rejected_on_other_option(hydra_ctx: None) -> None:
@@ -349,7 +337,7 @@ def test_option_specific_key_rejected_on_other_option(hydra_ctx: None) -> None:
 def test_wrong_type_fails_naming_the_key(hydra_ctx: None, override: str, key: str) -> None:
     with pytest.raises(HydraException) as info:
         _compose([override])
-    text = _error_text(info.value)
+    text = error_text(info.value)
     assert key in str(info.value), text
     assert "could not be converted" in text.lower() or "Integer" in text, text
 
@@ -373,30 +361,17 @@ def test_unknown_option_lists_the_choices(hydra_ctx: None) -> None:
             assert option in str(info.value)
 
 
-def _run_seal(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run the installed entry point from a directory outside the repo, without PYTHONPATH help."""
-    if not SEAL_RUN.exists():
-        pytest.skip(f"{SEAL_RUN} not installed")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [str(SEAL_RUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
-    return proc, time.perf_counter() - start
-
-
+@pytest.mark.integration
 def test_cli_help_from_outside_repo(tmp_path: Path) -> None:
-    """--help composes the packaged configs, so it proves they ship with the package."""
-    assert not tmp_path.resolve().is_relative_to(Path(__file__).resolve().parents[1])
-    proc, seconds = _run_seal(["--help"], tmp_path)
-    print(f"seal-run --help took {seconds:.2f} s")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    """--help composes the packaged configs, so it proves they ship with the package: the installed
+    entry point, from a directory outside the repo, without PYTHONPATH help. (A typo on the command
+    line, run the same way: tests/test_choices.py.)"""
+    if not Path(SEAL_RUN).exists():
+        pytest.skip(f"{SEAL_RUN} not installed")
+    assert not tmp_path.resolve().is_relative_to(REPO)
+    start = time.perf_counter()
+    proc = seal_run("--help", cwd=tmp_path, env={}, unset=("PYTHONPATH", "HYDRA_FULL_ERROR"), timeout=60)
+    print(f"seal-run --help took {time.perf_counter() - start:.2f} s")
     for group in {g for g, _ in OPTIONS}:
         assert group in proc.stdout
     assert not any(tmp_path.iterdir()), "--help must not create run directories"
-
-
-def test_cli_typo_fails_from_outside_repo(tmp_path: Path) -> None:
-    proc, _ = _run_seal(["--cfg", "job", "lora.rnak=3"], tmp_path)
-    assert proc.returncode != 0
-    assert "rnak" in proc.stdout + proc.stderr
