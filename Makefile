@@ -27,8 +27,10 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q -rs --durations=15
 
+# Unit tests only (aimed at under 5 minutes): no `seal-run` subprocess, SmolLM2 or vLLM (`integration`),
+# nothing over a minute (`slow`).
 test-fast: setup
-	$(BIN)/python -m pytest -q -rs -m "not integration"
+	$(BIN)/python -m pytest -q -rs -m "not integration and not slow"
 
 lint: setup
 	$(BIN)/ruff check seal_runner tests scripts
