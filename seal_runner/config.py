@@ -290,6 +290,7 @@ class PolicyTrainingConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     gradient_checkpointing: bool = False  # trade compute for activation memory on large models
+    dtype: str | None = None  # weights while training: null = model.dtype; float32 = the reference's ARC BC
 
 
 @dataclass
@@ -297,14 +298,14 @@ class SFTConfig(PolicyTrainingConfig):
     """Outer-loop policy update (the paper's knowledge SFT), data-parallel under accelerate."""
 
     num_processes: int = 0  # data-parallel processes (accelerate launch); 0 = one per visible GPU
-    dtype: str | None = None  # weights while training: null = model.dtype; float32 = the reference's ARC BC
 
 
 @dataclass
 class CPTConfig(PolicyTrainingConfig):
-    """stage=cpt: one model trained on the pooled self-edits of all articles (the paper: LoRA r32
-    a64 on q/v, 3 epochs, lr 1e-3, batch 4 x accum 2, up to 5 self-edits per article). It trains in
-    the run's process: it has no `num_processes` (accelerate launch serves the policy SFT only)."""
+    """stage=cpt: one model trained on the pooled self-edits of all articles (the reference's v1
+    regime, knowledge-incorporation/scripts/CPT.sh: LoRA r32 a64 on q/v, 3 epochs, lr 1e-3, batch 4 x
+    accum 2, up to 5 self-edits per article). It trains in the run's process: it has no
+    `num_processes` (accelerate launch serves the policy SFT only)."""
 
     rank: int = 32
     alpha: float = 64.0
@@ -313,7 +314,15 @@ class CPTConfig(PolicyTrainingConfig):
     epochs: int = 3
     batch_size: int = 4
     grad_accum: int = 2
-    full_finetune: bool = False  # train every weight instead of a LoRA (set a much lower lr)
+    # fast: rows padded to their micro-batch's longest, pads masked, EOS appended, loss = mean over
+    # content tokens | reference: the reference's CPT update (its TTT_server.py): every row padded
+    # with EOS to max_length, pads in the loss, so the loss is a mean over rows x (max_length - 1)
+    # positions; the lr of 1e-3 was tuned for that
+    mode: LoraMode = LoraMode.fast
+    label_pads: bool = True  # reference mode: pads in the loss (the reference); false isolates that defect
+    # every weight instead of a LoRA: the reference's v2 regime (paper v2, its issue #13), whose
+    # hyperparameters its snapshot 4cb1e7d lacks; set a much lower lr (dtype=float32 keeps AdamW out of bf16)
+    full_finetune: bool = False
     samples_per_article: int = 5
 
 

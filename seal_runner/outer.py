@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from seal_runner.config import PolicyTrainingConfig, SFTConfig
+from seal_runner.choices import LoraMode
+from seal_runner.config import CPTConfig, PolicyTrainingConfig, SFTConfig
 from seal_runner.errors import InputError
 from seal_runner.lora.batching import IGNORE_INDEX, epoch_schedule, pad_batch, tokenize_sequences
 from seal_runner.lora.optim import linear_schedule
@@ -110,12 +111,33 @@ def step_groups(num_examples: int, cfg: PolicyTrainingConfig) -> list[list[list[
     return steps
 
 
+def pad_examples(
+    examples: list[Example], pad_id: int, pad_to: int | None = None, label_pads: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A micro-batch as input_ids, attention_mask, labels: right-padded to its longest row, or to
+    `pad_to`; pads are attended by nothing and carry no label unless `label_pads` (the reference's
+    CPT, whose labels are its padded input ids: the pads are then predicted, as `pad_id`)."""
+    input_ids, attention, _ = pad_batch([ids for ids, _ in examples], pad_id, pad_to)
+    labels, _, _ = pad_batch([labels for _, labels in examples], IGNORE_INDEX, pad_to)
+    if label_pads:
+        labels = torch.where(attention == 0, input_ids, labels)
+    return input_ids, attention, labels
+
+
 def train_lora(
-    peft_model, examples: list[Example], cfg: PolicyTrainingConfig, pad_id: int, rank: int = 0, world: int = 1
+    peft_model,
+    examples: list[Example],
+    cfg: PolicyTrainingConfig,
+    pad_id: int,
+    rank: int = 0,
+    world: int = 1,
+    pad_to: int | None = None,
+    label_pads: bool = False,
 ) -> dict:
     """AdamW + linear decay over the examples; returns per-step losses (mean of micro-batch losses)
     and pre-clip gradient norms. Each micro-batch's loss is its mean over labelled tokens, weighted
     1/len(step) in the accumulated gradient. A non-finite loss raises before that step's update.
+    `pad_to` and `label_pads` are `pad_examples`'s (CPT's reference mode; the SFT never sets them).
 
     With `world` > 1 processes (torch.distributed initialised), process `rank` runs micro-batches
     rank, rank+world, ... of every step and the gradients are summed across processes before the
@@ -134,8 +156,9 @@ def train_lora(
         optimizer.zero_grad(set_to_none=True)
         step_loss, step_tokens = 0.0, 0
         for micro in group[rank::world]:
-            input_ids, attention, _ = pad_batch([examples[i][0] for i in micro], pad_id)
-            labels, _, _ = pad_batch([examples[i][1] for i in micro], IGNORE_INDEX)
+            input_ids, attention, labels = pad_examples(
+                [examples[i] for i in micro], pad_id, pad_to, label_pads
+            )
             logits = peft_model(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
             ).logits
@@ -365,15 +388,22 @@ def train_on_texts(
     model_path: str,
     texts: list[str],
     out_dir: Path,
-    cfg: PolicyTrainingConfig,
-    full_finetune: bool = False,
+    cfg: CPTConfig,
     device: str = "auto",
     dtype: str = "auto",
 ) -> dict:
-    """Continued pretraining on plain texts (every token labelled, EOS appended): LoRA merged into a
-    new checkpoint, or all weights with `full_finetune`. The CPT experiment trains one such model on
+    """Continued pretraining on plain texts, every token labelled: a LoRA merged into a new
+    checkpoint, or all weights with `cfg.full_finetune`. The CPT experiment trains one such model on
     the pooled self-edits of many documents. A finished `out_dir` is kept and its stats returned.
-    `cfg.dtype`, when set, replaces `dtype`, as in `train_sft`."""
+    `cfg.dtype`, when set, replaces `dtype`, as in `train_sft`.
+
+    `cfg.mode=fast`: EOS appended, rows cut at max_length and padded to their micro-batch's longest,
+    pads masked. `cfg.mode=reference`, the reference's CPT (knowledge-incorporation/src/query/CPT.py
+    sends the pool to src/inner/TTT_server.py): no EOS appended, rows cut at and padded to
+    max_length with EOS (its pad token), pads labelled (`cfg.label_pads`), so each micro-batch's loss
+    is its mean over rows x (max_length - 1) positions. The reference's Trainer divides a step's
+    summed loss by the step's labelled positions; this mean of micro-batch means is the same except
+    in an epoch's last step when its last micro-batch is short."""
     out_dir = Path(out_dir)
     dtype = cfg.dtype or dtype
     done = read_done(out_dir)
@@ -381,23 +411,36 @@ def train_on_texts(
         return {**done, "resumed": True}
     if not texts:
         raise ValueError("train_on_texts got no texts")
+    reference = cfg.mode == LoraMode.reference
+    if reference and cfg.max_length is None:
+        raise InputError(
+            "cpt.mode=reference pads every text to cpt.max_length; set it (the reference's 2048)"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tokenizer = load_tokenizer(model_path)
-    ids = tokenize_sequences(tokenizer, texts, cfg.max_length, append_eos=True)
+    ids = tokenize_sequences(tokenizer, texts, cfg.max_length, append_eos=not reference)
     examples = [(x, x) for x in ids]
     model = load_causal_lm(model_path, dtype=dtype, device=device)
-    if full_finetune:
+    if cfg.full_finetune:
         model.requires_grad_(True)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model = wrap_lora(model, cfg)
-    trained = train_lora(model, examples, cfg, tokenizer.pad_token_id)
+    if reference:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("cpt.mode=reference pads with EOS, and this tokenizer has none")
+        trained = train_lora(
+            model, examples, cfg, tokenizer.eos_token_id, pad_to=cfg.max_length, label_pads=cfg.label_pads
+        )
+    else:
+        trained = train_lora(model, examples, cfg, tokenizer.pad_token_id)
     stats = {
         "model_path": str(model_path),
         "texts": len(texts),
-        "full_finetune": full_finetune,
+        "full_finetune": cfg.full_finetune,
+        "mode": str(cfg.mode),
         **trained,
         "final_loss": trained["losses"][-1],
         "resumed": False,

@@ -8,6 +8,9 @@ questions without the passages; accuracy is micro-averaged over questions, as in
   <source>  up to `cpt.samples_per_article` self-edits per article from a `selfedit_sources` entry,
             each one sequence (set domain.split_newlines=false, as the paper) plus a passage copy
 
+How the one model trains is `cpt.mode` (fast, or the reference's padded update: outer.train_on_texts)
+and `cpt.full_finetune` (LoRA, the reference's v1 regime, or every weight, its v2 regime).
+
 Layout: self_edits/<row>.jsonl, cpt/<row>/model/ (merged checkpoint), results.jsonl, summary.json.
 """
 
@@ -66,7 +69,6 @@ def run(cfg: DictConfig) -> dict:
                 texts,
                 ctx.run_dir / "cpt" / row.name / "model",
                 cpt,
-                full_finetune=cpt.full_finetune,
                 device=cfg.device,
                 dtype=cfg.model.dtype,
             )
@@ -100,6 +102,7 @@ def run(cfg: DictConfig) -> dict:
         "articles": len(articles),
         "questions": sum(len(a.questions) for a in articles),
         "full_finetune": cpt.full_finetune,
+        "mode": str(cpt.mode),
         "conditions": conditions,
         "total_s": time.perf_counter() - started,
         "versions": versions(),
