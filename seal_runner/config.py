@@ -336,11 +336,16 @@ class InnerConfig:
 
 @dataclass
 class ContinualConfig:
-    """stage=continual: the paper ran 8 sequences of 8 passages drawn with seed 42 + sequence."""
+    """stage=continual: sequences of `length` passages from the loaded articles. The reference ran 8
+    runs x 8 sequences of 8 dev passages, run r seeded 42 + r (`runs`; stages/continual.py)."""
 
-    sequences: int = 8
+    sequences: int = 8  # per run
     length: int = 8
     seed: int = 42
+    # null: one run, sequence s drawn with random.Random(seed + s), under continual/seq_<s> | N: the
+    # reference's N runs, run r's sequences drawn one after another from random.Random(seed + r),
+    # under continual/run_<r>/seq_<s>, aggregated over runs (mean and spread)
+    runs: int | None = None
     keep_models: bool = False  # keep every step's merged checkpoint (disk: one model per step)
     # merge (the paper) | replay | isolation | retention: see seal_runner/domains/knowledge/strategies.py
     strategy: ContinualStrategy = ContinualStrategy.merge

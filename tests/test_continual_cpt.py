@@ -13,7 +13,9 @@ import torch
 from conftest import seal_run
 
 from seal_runner.domains.knowledge.continual import compare_table, empty_matrix, forgetting_stats, mean_matrix
+from seal_runner.domains.knowledge.data import load_articles
 from seal_runner.domains.knowledge.strategies import build_strategy
+from seal_runner.stages.continual import run_sequences
 
 NAN = math.nan
 TINY = [
@@ -97,6 +99,45 @@ def test_continual_matrix_shape_resume_and_artifacts(tiny_model_dir, tmp_path):
     again = json.loads((run_dir / "continual" / "matrix.json").read_text())
     assert json.dumps(again["per_sequence"]) == json.dumps(matrix["per_sequence"])
     assert sizes == {p: p.stat().st_size for p in (run_dir / "continual" / "seq_00").glob("*.jsonl")}
+
+
+@pytest.mark.integration
+def test_continual_runs_follow_the_reference_layout_and_aggregate(tiny_model_dir, tmp_path):
+    """continual.runs=2: run r's sequences drawn from random.Random(seed + r) under run_<r>/seq_<s>,
+    the matrix averaged over all sequences with per-run means, stds and the spread over runs."""
+    run_dir = tmp_path / "run"
+    args = [
+        "stage=continual",
+        f"model.name_or_path={tiny_model_dir}",
+        *TINY,
+        "logger=none",
+        "domain.n_articles=5",
+        "continual.runs=2",
+        "continual.sequences=2",
+        "continual.length=2",
+        "lora.epochs=1",
+        "lora.rank=4",
+        "lora.alpha=8",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = seal_run(*args)
+    assert "over 2 runs" in proc.stdout
+    out = run_dir / "continual"
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("run_*/seq_*")) == [
+        f"run_{r:02d}/seq_{s:02d}" for r in range(2) for s in range(2)
+    ]
+    matrix = json.loads((out / "matrix.json").read_text())
+    assert len(matrix["per_sequence"]) == 4 and [p["run"] for p in matrix["per_run"]] == [0, 1]
+    assert {"std_over_sequences", "std_across_runs", "stats_across_runs"} <= matrix.keys()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["runs"] == 2 and summary["sequences"] == 4
+    assert summary["stats_across_runs"]["final_mean_seen"].keys() == {"mean", "std"}
+    edits = [json.loads(x) for x in (out / "run_01" / "seq_00" / "self_edits.jsonl").read_text().splitlines()]
+    expected = run_sequences(load_articles("builtin:demo", 0, 5), 2, 2, 42 + 1)[0]
+    assert [e["article"] for e in edits] == [a.index for a in expected]
+    sizes = {p: p.stat().st_size for p in out.glob("run_*/seq_*/*.jsonl")}
+    seal_run(*args)  # a finished run is read back, nothing is redone
+    assert sizes == {p: p.stat().st_size for p in out.glob("run_*/seq_*/*.jsonl")}
 
 
 @pytest.mark.integration

@@ -1,18 +1,26 @@
 """`stage=continual`: sequential self-edits and how much each erases (the paper's Figure 6).
 
-Per sequence of `continual.length` passages (drawn with seed `continual.seed + sequence`): the
-untouched model answers every passage (row 0); then for step t the current model writes one
-self-edit for passage t, is updated on it, answers passages 1..t, and the adapter is merged into a
-new checkpoint that step t+1 starts from. `continual.strategy` (seal_runner/domains/knowledge/
+Per sequence of `continual.length` passages: the untouched model answers every passage (row 0);
+then for step t the current model writes one self-edit for passage t, is updated on it, answers
+passages 1..t, and the adapter is merged into a new checkpoint that step t+1 starts from. The
+sequences are drawn from the loaded articles in one of two ways (`sequence_plan`):
+  continual.runs=null  one run; sequence s drawn with random.Random(continual.seed + s)
+  continual.runs=N     the reference's protocol (knowledge-incorporation/scripts/continual_self_edits.sh
+                       runs INDEX 0..7 with SEED=42+INDEX; src/continual/continual_self_edits.py draws
+                       its sequences one after another from random.seed(SEED) over the whole dev file):
+                       run r draws its `continual.sequences` from one random.Random(continual.seed + r),
+                       and the matrices are aggregated over runs as its src/continual/average_results.py. `continual.strategy` (seal_runner/domains/knowledge/
 strategies.py) chooses who writes and learns each self-edit and on what: the paper's `merge`,
 `replay` of earlier self-edits, or `isolation` (adapters trained on the untouched model, summed).
 
-Layout under the run dir, each step resumable:
+Layout under the run dir, each step resumable (with `continual.runs`, every seq_<s> dir sits in
+continual/run_<r>/):
   continual/seq_<s>/self_edits.jsonl   one self-edit per step
   continual/seq_<s>/updates.jsonl      one inner update per step
   continual/seq_<s>/results.jsonl      graded answers, condition = step<t>
   continual/seq_<s>/models/step_<t>/   the merged model after step t (only the latest is kept)
   continual/matrix.json                per-sequence matrices, their mean, and the forgetting stats
+                                       (with runs also per-run means and stds and their spread)
   continual/heatmap.png                the mean matrix (also logged to W&B)
 """
 
@@ -22,11 +30,20 @@ import logging
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seal_runner.domains.knowledge.continual import empty_matrix, forgetting_stats, mean_matrix, plot_heatmap
+from seal_runner.domains.knowledge.continual import (
+    combine_runs,
+    empty_matrix,
+    forgetting_stats,
+    mean_matrix,
+    plot_heatmap,
+    stats_across_runs,
+    std_matrix,
+)
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies
 from seal_runner.domains.knowledge.pipeline import (
@@ -37,6 +54,7 @@ from seal_runner.domains.knowledge.pipeline import (
     unanswered,
 )
 from seal_runner.domains.knowledge.strategies import Merge, build_strategy
+from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.outer import merge_adapter, read_done
 from seal_runner.records import append_jsonl, derive_seed, read_jsonl, write_json
@@ -45,10 +63,61 @@ from seal_runner.stages.common import RunContext, setup_run, versions
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PlannedSequence:
+    """One sequence of passages, where its records live, and its ids: (s,) in a single run, (run, s)
+    with `continual.runs`; the seeds of its self-edits and updates derive from them."""
+
+    ids: tuple[int, ...]
+    articles: list[Article]
+    out: Path
+
+    @property
+    def tag(self) -> str:
+        """Its name in adapter ids: seq<s>, or run<r>/seq<s>."""
+        if len(self.ids) == 1:
+            return f"seq{self.ids[0]}"
+        run, s = self.ids
+        return f"run{run}/seq{s}"
+
+
 def sequences_of(pool: list[Article], count: int, length: int, seed: int) -> list[list[Article]]:
-    if length > len(pool):
-        raise ValueError(f"continual.length={length} but only {len(pool)} articles are loaded")
+    """`count` sequences, sequence s drawn with its own random.Random(seed + s)."""
+    _check_length(pool, length)
     return [random.Random(seed + s).sample(pool, length) for s in range(count)]
+
+
+def run_sequences(pool: list[Article], count: int, length: int, seed: int) -> list[list[Article]]:
+    """One reference run's sequences: `count` draws in a row from one random.Random(seed), as
+    continual_self_edits.py's `random.seed(args.seed)` then `random.sample(full_data, n)` per
+    sequence (passages may recur across sequences, never within one)."""
+    _check_length(pool, length)
+    rng = random.Random(seed)
+    return [rng.sample(pool, length) for _ in range(count)]
+
+
+def _check_length(pool: list[Article], length: int) -> None:
+    if length > len(pool):
+        raise InputError(f"continual.length={length} but only {len(pool)} articles are loaded")
+
+
+def sequence_plan(c: DictConfig, pool: list[Article], out: Path) -> list[list[PlannedSequence]]:
+    """The sequences grouped by run: one group when `continual.runs` is null (the layout and seeds
+    runs made before the key existed), else `runs` groups, run r seeded `continual.seed + r`."""
+    if c.runs is None:
+        drawn = sequences_of(pool, c.sequences, c.length, c.seed)
+        return [[PlannedSequence((s,), seq, out / f"seq_{s:02d}") for s, seq in enumerate(drawn)]]
+    if c.runs < 1:
+        raise InputError(
+            f"continual.runs={c.runs} must be >= 1 (or null for one run, sequence s seeded seed + s)"
+        )
+    return [
+        [
+            PlannedSequence((r, s), seq, out / f"run_{r:02d}" / f"seq_{s:02d}")
+            for s, seq in enumerate(run_sequences(pool, c.sequences, c.length, c.seed + r))
+        ]
+        for r in range(c.runs)
+    ]
 
 
 def run(cfg: DictConfig) -> dict:
@@ -56,44 +125,53 @@ def run(cfg: DictConfig) -> dict:
     ctx = setup_run(cfg)
     d, c = cfg.domain, cfg.continual
     pool = load_articles(d.data_path, d.start, d.n_articles, d.shuffle_seed)
-    sequences = sequences_of(pool, c.sequences, c.length, c.seed)
-    strategy = build_strategy(c.strategy, c.replay_sequences, c.candidates, c.retention_lambda)
     out = ctx.run_dir / "continual"
-    matrices = []
-    for s, sequence in enumerate(sequences):
-        matrices.append(run_sequence(ctx, strategy, s, sequence, out / f"seq_{s:02d}"))
-        log.info("sequence %d/%d done", s + 1, len(sequences))
-    mean = mean_matrix(matrices)
-    stats = forgetting_stats(mean)
+    plan = sequence_plan(c, pool, out)
+    strategy = build_strategy(c.strategy, c.replay_sequences, c.candidates, c.retention_lambda)
+    by_run = []
+    for group in plan:
+        by_run.append([run_sequence(ctx, strategy, seq) for seq in group])
+        log.info("run %d/%d done (%d sequences)", len(by_run), len(plan), len(group))
+    matrices = [m for run_matrices in by_run for m in run_matrices]
+    record = {"mean": mean_matrix(matrices)} if c.runs is None else aggregate_runs(by_run)
+    record["per_sequence"] = matrices
+    stats = record["stats"] = forgetting_stats(record["mean"])
     heatmap = plot_heatmap(
-        mean,
+        record["mean"],
         out / "heatmap.png",
         f"{cfg.experiment_name} ({c.strategy}): mean over {len(matrices)} sequences",
     )
-    write_json(out / "matrix.json", {"mean": mean, "per_sequence": matrices, "stats": stats})
+    write_json(out / "matrix.json", record)
     summary = {
         "experiment": cfg.experiment_name,
         "stage": "continual",
         "strategy": c.strategy,
         "model": cfg.model.name_or_path,
         "seed": cfg.seed,
-        "sequences": len(sequences),
+        "runs": c.runs,
+        "sequences": len(matrices),
         "length": c.length,
-        "matrix": mean,
+        "matrix": record["mean"],
         "stats": stats,
-        "cost": inner_cost([out / f"seq_{s:02d}" / "updates.jsonl" for s in range(len(sequences))]),
+        "cost": inner_cost([seq.out / "updates.jsonl" for group in plan for seq in group]),
         "heatmap": str(heatmap),
         "total_s": time.perf_counter() - started,
         "versions": versions(),
         "objective": stats["final_mean_seen"],
     }
+    if c.runs is not None:
+        summary["stats_across_runs"] = record["stats_across_runs"]
     summary["api_usage"] = ctx.log_api_usage()
     write_json(ctx.run_dir / "summary.json", summary)
     ctx.tracker.image("continual/heatmap", str(heatmap))
     for t, value in enumerate(stats["mean_seen_by_step"], start=1):
         # A metric, not W&B's step: the step-less inner-loop logs have already moved the step on.
         ctx.tracker.log(
-            {"continual/step": t, "continual/mean_seen": value, "continual/diagonal": mean[t][t - 1]}
+            {
+                "continual/step": t,
+                "continual/mean_seen": value,
+                "continual/diagonal": record["mean"][t][t - 1],
+            }
         )
     ctx.tracker.summary({f"continual/{k}": v for k, v in stats.items() if not isinstance(v, list)})
     ctx.tracker.finish()
@@ -101,11 +179,25 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-def run_sequence(
-    ctx: RunContext, strategy: Merge, s: int, sequence: list[Article], out: Path
-) -> list[list[float]]:
+def aggregate_runs(by_run: list[list[list[list[float]]]]) -> dict:
+    """Per run its mean matrix, its sample std over its sequences (the reference's per-run summary)
+    and its forgetting stats; over runs the reference's combination (`combine_runs`) and each
+    stat's mean and spread."""
+    means = [mean_matrix(m) for m in by_run]
+    stds = [std_matrix(m) for m in by_run]
+    per_run = [
+        {"run": r, "mean": m, "std_over_sequences": sd, "stats": forgetting_stats(m)}
+        for r, (m, sd) in enumerate(zip(means, stds, strict=True))
+    ]
+    return combine_runs(means, stds) | {
+        "per_run": per_run,
+        "stats_across_runs": stats_across_runs([p["stats"] for p in per_run]),
+    }
+
+
+def run_sequence(ctx: RunContext, strategy: Merge, planned: PlannedSequence) -> list[list[float]]:
     """One sequence's (length+1) x length matrix; every step's records land before the next starts."""
-    cfg = ctx.cfg
+    cfg, sequence, out = ctx.cfg, planned.articles, planned.out
     models = out / "models"
     matrix = empty_matrix(len(sequence))
     results_path = out / "results.jsonl"
@@ -120,7 +212,7 @@ def run_sequence(
             engines = ctx.engines_for(model)
             try:
                 if t > 0:
-                    adapter = update_on(ctx, strategy, engines, model, s, t, sequence, out)
+                    adapter = update_on(ctx, strategy, engines, model, planned, t)
                 units = [(f"step{t}", a, adapter) for a in seen]
                 answer_units(cfg, engines.qa, ctx.grader(), ctx.formatter, units, results_path)
             finally:
@@ -128,7 +220,7 @@ def run_sequence(
         elif t > 0:  # answered before a kill, not merged yet: the adapter is on disk
             updates = {u["key"]: u for u in read_jsonl(out / "updates.jsonl")}
             key = step_update_key(out, t)
-            adapter = adapter_for(updates[key], f"{ctx.run_dir.name}/seq{s}") if key else None
+            adapter = adapter_for(updates[key], f"{ctx.run_dir.name}/{planned.tag}") if key else None
         if t > 0:
             model = advance(cfg, model, adapter, step_model)
     accuracy = article_accuracies(read_jsonl(results_path))
@@ -138,12 +230,10 @@ def run_sequence(
     return matrix
 
 
-def update_on(
-    ctx: RunContext, strategy: Merge, engines, model: str, s: int, t: int, sequence: list[Article], out: Path
-):
+def update_on(ctx: RunContext, strategy: Merge, engines, model: str, planned: PlannedSequence, t: int):
     """Step t's self-edit(s) and inner update(s), by the strategy's learner (the current model, or the
     untouched one for isolation), on the data the strategy chooses; the adapter to merge, or None."""
-    cfg = ctx.cfg
+    cfg, sequence, out, ids = ctx.cfg, planned.articles, planned.out, planned.ids
     article = sequence[t - 1]
     learner = strategy.learner(ctx.model_path, model)
     writer = engines if learner == model else ctx.engines_for(learner)
@@ -155,7 +245,7 @@ def update_on(
             [article],
             strategy.candidates,
             out / "self_edits.jsonl",
-            ("continual", s),
+            ("continual", *ids),
         )
     finally:
         if writer is not engines:
@@ -165,16 +255,16 @@ def update_on(
         InnerJob(
             candidate_key(t, i, strategy.candidates),
             strategy.training_sequences(
-                edits[(article.index, i)]["sequences"], earlier, derive_seed(cfg.seed, "replay", s, t)
+                edits[(article.index, i)]["sequences"], earlier, derive_seed(cfg.seed, "replay", *ids, t)
             ),
-            derive_seed(cfg.seed, "continual", s, t, *([i] if i else [])),
+            derive_seed(cfg.seed, "continual", *ids, t, *([i] if i else [])),
         )
         for i in range(strategy.candidates)
     ]
     updates = train_adapters(
         cfg, learner, ctx.tokenizer, jobs, out / "updates.jsonl", out / "adapters", ctx.tracker
     )
-    namespace = f"{ctx.run_dir.name}/seq{s}"
+    namespace = f"{ctx.run_dir.name}/{planned.tag}"
     if strategy.candidates == 1:
         return adapter_for(updates[jobs[0].key], namespace)
     adapters = {job.key: adapter_for(updates[job.key], namespace) for job in jobs}
@@ -273,6 +363,12 @@ def format_matrix(summary: dict) -> str:
     ]
     for t, row in enumerate(m):
         lines.append(f"{t:<5}" + "".join(f"{'' if v != v else f'{v:.2f}':>7}" for v in row))
+    if summary.get("stats_across_runs"):
+        spread = summary["stats_across_runs"]["mean_seen_by_step"]
+        lines.append(
+            f"over {summary['runs']} runs, mean seen by step (mean ± std across runs): "
+            + " ".join(f"{m:.3f}±{sd:.3f}" for m, sd in zip(spread["mean"], spread["std"], strict=True))
+        )
     lines.append(
         f"mean over seen passages by step: {' '.join(f'{v:.3f}' for v in st['mean_seen_by_step'])}\n"
         f"passage 1: {st['first_passage_after_update']:.3f} after its update -> "

@@ -29,6 +29,43 @@ def mean_matrix(matrices: Sequence[list[list[float]]]) -> list[list[float]]:
     return out
 
 
+def std_matrix(matrices: Sequence[list[list[float]]]) -> list[list[float]]:
+    """Cell-wise sample standard deviation (ddof 1, as the reference's `statistics.stdev`) over
+    matrices, ignoring NaN; NaN where fewer than two values exist."""
+    rows, cols = len(matrices[0]), len(matrices[0][0])
+    out = empty_matrix(cols)
+    for i in range(rows):
+        for j in range(cols):
+            out[i][j] = _mean_std([m[i][j] for m in matrices])[1]
+    return out
+
+
+def combine_runs(means: Sequence[list[list[float]]], stds: Sequence[list[list[float]]]) -> dict:
+    """The reference's aggregation of its runs (knowledge-incorporation/src/continual/
+    average_results.py, main): the cell-wise mean of the runs' mean matrices (the mean over all
+    sequences when runs hold equally many) and, as its `std_over_sequences`, the mean of the runs'
+    standard deviations over their sequences. `std_across_runs` adds the run-to-run spread of the
+    runs' means, which the reference does not report."""
+    return {
+        "mean": mean_matrix(means),
+        "std_over_sequences": mean_matrix(stds),
+        "std_across_runs": std_matrix(means),
+    }
+
+
+def stats_across_runs(per_run: Sequence[dict]) -> dict[str, dict]:
+    """Mean and sample std over runs of each `forgetting_stats` entry (lists element-wise)."""
+    out = {}
+    for key, first in per_run[0].items():
+        if isinstance(first, list):
+            pairs = [_mean_std([s[key][i] for s in per_run]) for i in range(len(first))]
+            out[key] = {"mean": [m for m, _ in pairs], "std": [sd for _, sd in pairs]}
+        else:
+            mean, std = _mean_std([s[key] for s in per_run])
+            out[key] = {"mean": mean, "std": std}
+    return out
+
+
 def forgetting_stats(matrix: list[list[float]]) -> dict[str, float | list[float]]:
     """The numbers the paper quotes: mean over seen passages per step, the diagonal (accuracy on the
     newest passage right after its update), and retention of passage 1 after the last step."""
@@ -47,6 +84,17 @@ def forgetting_stats(matrix: list[list[float]]) -> dict[str, float | list[float]
         "forgetting_first_passage": matrix[1][0] - matrix[steps][0],
         "mean_forgetting": _mean([max(matrix[j + 1][j] - matrix[steps][j], 0.0) for j in range(steps - 1)]),
     }
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof 1) of the non-NaN values; NaN where too few values exist."""
+    kept = [v for v in values if not math.isnan(v)]
+    if not kept:
+        return math.nan, math.nan
+    mean = sum(kept) / len(kept)
+    if len(kept) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in kept) / (len(kept) - 1))
 
 
 def _mean(values: Sequence[float]) -> float:
