@@ -237,6 +237,14 @@ class RestemConfig:
     # file as the held-out set, the pool starts after the held-out slice so the two never overlap.
     train_data_path: str | None = None
     train_start: int = 0
+    # Per-round control (knowledge domain; entry k = round k, at least `rounds` entries; null = the
+    # same rule every round). How round k's training self-edits become sequences for its reward
+    # (null: domain.split_newlines; the reference ranked its round 2 with false, results/query_server/
+    # train/rank_iter1.json; held-out evaluations keep domain.split_newlines):
+    split_newlines_per_round: list[bool] | None = None
+    # Round k's training passages: the first contexts_per_round of file k, in file order (e.g. the
+    # reference's data/synthetic_data/train/iter0_train.json, iter1_train.json); null: the pool above.
+    train_data_per_round: list[str] | None = None
 
 
 @dataclass

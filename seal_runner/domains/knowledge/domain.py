@@ -38,6 +38,31 @@ LONG_DEMO = "seal-run experiment=demo/seal_effect_cpu"
 HF_ENGINE = "seal_runner.engines.hf_engine.HFEngine"
 
 
+def round_file_contexts(path: str, n: int, heldout: list[Article]) -> list[Article]:
+    """One round's training passages from its own file (`restem.train_data_per_round`): the first
+    `n` in file order, as the reference's query_server.py takes `dataset[:n_articles]` of the round's
+    data/synthetic_data/train/iter<k>_train.json. Passages also held out are warned about."""
+    contexts = load_articles(path, 0, n)
+    if len(contexts) < n:
+        log.warning(
+            "%s holds only %d training contexts for restem.contexts_per_round=%d", path, len(contexts), n
+        )
+    shared = {a.context for a in heldout} & {a.context for a in contexts}
+    if shared:
+        log.warning("%s: %d training passages are also in the held-out set", path, len(shared))
+    return contexts
+
+
+def check_per_round(r: DictConfig) -> None:
+    """A per-round list must name every round (`restem.rounds`); a longer one's tail is unused."""
+    for key in ("split_newlines_per_round", "train_data_per_round"):
+        values = r.get(key)
+        if values is not None and len(values) < r.rounds:
+            raise InputError(
+                f"restem.{key} has {len(values)} entries for restem.rounds={r.rounds}; give one per round"
+            )
+
+
 def training_pool(d: DictConfig, r: DictConfig, heldout: list[Article]) -> list[Article]:
     """Every round's training articles in order (`restem.contexts_per_round` per round): from
     `restem.train_data_path` (default: the held-out file, then after the held-out slice)."""
@@ -47,6 +72,16 @@ def training_pool(d: DictConfig, r: DictConfig, heldout: list[Article]) -> list[
     if len(pool) < r.contexts_per_round * r.rounds:
         log.warning("only %d training contexts for %d rounds x %d", len(pool), r.rounds, r.contexts_per_round)
     return pool
+
+
+def round_split_newlines(r: DictConfig, out: Path) -> bool | None:
+    """The split rule of the round whose records live in `out` (stage=restem writes round k's under
+    round_<k>/, stages/restem.py `improve`): its `restem.split_newlines_per_round` entry, or None
+    (domain.split_newlines) when that key is unset."""
+    rules = r.get("split_newlines_per_round")
+    if rules is None:
+        return None
+    return rules[int(out.name.removeprefix("round_"))]
 
 
 class KnowledgeDomain:
@@ -67,6 +102,7 @@ class KnowledgeDomain:
                 f"teacher forcing, which only the transformers engine does: add engine@qa_engine=hf "
                 f"(qa_engine is {run.cfg.qa_engine._target_})"
             )
+        check_per_round(restem)
         self.run, self.cfg, self.r = run, run.cfg, restem
         self.d = OmegaConf.create(settings)
         self._heldout: list[Article] | None = None
@@ -79,16 +115,25 @@ class KnowledgeDomain:
         return self._heldout
 
     def training_contexts(self, round: int) -> list[Article]:
+        n, files = self.r.contexts_per_round, self.r.get("train_data_per_round")
+        if files is not None:
+            return round_file_contexts(files[round], n, self.heldout())
         if self._pool is None:
             self._pool = training_pool(self.d, self.r, self.heldout())
-        n = self.r.contexts_per_round
         return self._pool[round * n : (round + 1) * n]
 
     def sample(self, engine, contexts: list[Article], out: Path) -> dict[tuple[int, int], dict]:
         run = self.run
         path, tag = out / "self_edits.jsonl", ("round", out.name)
         return sample_selfedits(
-            self.cfg, engine, run.formatter, contexts, self.r.samples_per_context, path, tag
+            self.cfg,
+            engine,
+            run.formatter,
+            contexts,
+            self.r.samples_per_context,
+            path,
+            tag,
+            split_newlines=round_split_newlines(self.r, out),
         )
 
     def score(

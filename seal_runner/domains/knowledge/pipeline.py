@@ -44,14 +44,18 @@ def selfedit_prompt_for(cfg: DictConfig, formatter, article: Article) -> str:
     return formatter(selfedit_prompt(p.template, p.instruction, p.header, article.title, article.context))
 
 
-def sequences_for(cfg: DictConfig, article: Article, text: str) -> list[str]:
+def sequences_for(
+    cfg: DictConfig, article: Article, text: str, split_newlines: bool | None = None
+) -> list[str]:
+    """A self-edit's training sequences by the domain's rules; `split_newlines` replaces
+    `domain.split_newlines` when given (a ReSTEM round's own rule, `restem.split_newlines_per_round`)."""
     d = cfg.domain
     return selfedit_to_sequences(
         text,
         article.title,
         article.context,
         separator=d.split_separator,
-        split_newlines=d.split_newlines,
+        split_newlines=d.split_newlines if split_newlines is None else split_newlines,
         drop_preamble=d.drop_preamble,
         title_prefix=d.title_prefix,
         append_passage=d.append_passage,
@@ -73,9 +77,10 @@ def sample_selfedits(
     path: Path,
     seed_tag: object,
     sampling: Sampling | None = None,
+    split_newlines: bool | None = None,
 ) -> dict[tuple[int, int], dict]:
     """`samples` self-edits per article, each seeded from (run seed, seed_tag, article, sample);
-    `sampling` defaults to the run's."""
+    `sampling` defaults to the run's, `split_newlines` (see `sequences_for`) to the domain's."""
     done = {(r["article"], r["sample"]): r for r in read_jsonl(path)}
     todo = [(a, s) for a in articles for s in range(samples) if (a.index, s) not in done]
     if todo:
@@ -86,7 +91,8 @@ def sample_selfedits(
         completions = engine.generate(prompts, sampling, seeds=seeds)
         new = []
         for (a, s), prompt, c in zip(todo, prompts, completions, strict=True):
-            new.append(selfedit_record(cfg, a, s, prompt, c.text, c.num_tokens, c.finish_reason == "length"))
+            cut_off = c.finish_reason == "length"
+            new.append(selfedit_record(cfg, a, s, prompt, c.text, c.num_tokens, cut_off, split_newlines))
         append_jsonl(path, new)
         done.update({(r["article"], r["sample"]): r for r in new})
         statuses = Counter(r["status"] for r in new)
@@ -106,7 +112,14 @@ def sample_selfedits(
 
 
 def selfedit_record(
-    cfg: DictConfig, article: Article, sample: int, prompt: str, raw: str, num_tokens: int, cut: bool
+    cfg: DictConfig,
+    article: Article,
+    sample: int,
+    prompt: str,
+    raw: str,
+    num_tokens: int,
+    cut: bool,
+    split_newlines: bool | None = None,
 ) -> dict:
     """One sampled self-edit as stored: the text kept (a cut last line dropped when
     `domain.drop_cut_line`), its status (ok | truncated | empty: empty after that drop too) and its
@@ -123,7 +136,7 @@ def selfedit_record(
         "text": text,
         "num_tokens": num_tokens,
         "status": "empty" if not text else ("truncated" if cut else "ok"),
-        "sequences": sequences_for(cfg, article, text),
+        "sequences": sequences_for(cfg, article, text, split_newlines),
     }
     if dropped:
         record |= {"cut_line_dropped": True, "raw_text": raw.strip()}
