@@ -42,7 +42,8 @@ class Stage(Choice):
 
 
 class LoraMode(Choice):
-    """`lora.mode`: K adapters trained together over one base (fast) or the paper's padded bs-1 loop."""
+    """`lora.mode`: K adapters trained together over one base (fast) or the paper's padded bs-1 loop;
+    `cpt.mode`: CPT on unpadded rows (fast) or padded as the reference (outer.train_on_texts)."""
 
     fast = "fast"
     reference = "reference"

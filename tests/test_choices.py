@@ -44,6 +44,7 @@ from seal_runner.tracking import public_config
 CHOICE_KEYS: dict[str, tuple[list[str], type[Choice]]] = {
     "stage": ([], Stage),
     "lora.mode": ([], LoraMode),
+    "cpt.mode": ([], LoraMode),
     "lora.loss_normalization": ([], LossNormalization),
     "lora.lr_schedule": ([], LrSchedule),
     "restem.reward": ([], Reward),
