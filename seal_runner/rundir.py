@@ -11,12 +11,15 @@ Every stage resumes from what is on disk in its run dir, so before any work (bef
   every start, so that file is no record of what the results on disk were made with. A rerun whose
   config differs is refused with every differing key, old and new value, unless `resume=force`:
   then the differences are logged, recorded in the file, and the new config is the stored one.
+  A key the stored config lacks is no difference while it holds its schema default, so a run dir
+  survives an upgrade that adds options whose default keeps the old behaviour.
   A dir with no results yet (a start that failed before its first record) takes the new config.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -25,8 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from seal_runner import config as schemas
 from seal_runner.config import Resume
 from seal_runner.errors import InputError
 from seal_runner.logs import LOG_DIR
@@ -51,6 +55,22 @@ IGNORED = (
 # What a start writes before its first result: not results a config change could contradict.
 BOOKKEEPING = {".hydra", "wandb", LOG_DIR, LOCK_FILE, CONFIG_FILE}
 ABSENT = "<absent>"
+# The schemas each top-level key can take (groups typed Any pick one per option).
+GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
+    "model": (schemas.ModelConfig,),
+    "domain": (schemas.KnowledgeDomainConfig, schemas.ARCDomainConfig),
+    "selfedit_prompt": (schemas.SelfEditPromptConfig, schemas.ARCSelfEditPromptConfig),
+    "sampling": (schemas.SamplingConfig,),
+    "restem": (schemas.RestemConfig,),
+    "lora": (schemas.LoraConfig,),
+    "inner": (schemas.InnerConfig,),
+    "sft": (schemas.SFTConfig,),
+    "continual": (schemas.ContinualConfig,),
+    "cpt": (schemas.CPTConfig,),
+    "engine": (schemas.VLLMEngineConfig, schemas.HFEngineConfig, schemas.OpenAIEngineConfig),
+    "qa_engine": (schemas.VLLMEngineConfig, schemas.HFEngineConfig, schemas.OpenAIEngineConfig),
+    "grader": (schemas.LexicalGraderConfig, schemas.LLMJudgeGraderConfig),
+}
 
 _held: dict[Path, int] = {}  # run dir -> fd of its lock, open for the life of the process
 
@@ -108,15 +128,34 @@ def fingerprint(cfg: DictConfig) -> dict:
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """Dotted key -> (old, new) for every leaf that differs; a missing key is `ABSENT`."""
+    """Dotted key -> (old, new) for every leaf that differs; a missing key is `ABSENT`. A key the
+    stored config lacks but whose new value is its schema default is no difference: an option added
+    to seal-runner after the run started, left at the default that keeps the old behaviour."""
     out = {}
     for key in sorted(old.keys() | new.keys(), key=str):
         a, b = old.get(key, ABSENT), new.get(key, ABSENT)
         if isinstance(a, dict) and isinstance(b, dict):
             out |= differences(a, b, f"{prefix}{key}.")
-        elif a != b:
+        elif a != b and not (a is ABSENT and is_schema_default(f"{prefix}{key}", b)):
             out[f"{prefix}{key}"] = (a, b)
     return out
+
+
+def is_schema_default(dotted: str, value: Any) -> bool:
+    """Whether `value` is the dataclass default of `dotted` in a schema its group can take."""
+    group, *path = dotted.split(".")
+    for schema in GROUP_SCHEMAS.get(group, ()):
+        node: Any = _schema_defaults(schema)
+        for part in path:
+            node = node.get(part, ABSENT) if isinstance(node, dict) else ABSENT
+        if node is not ABSENT and node == value:
+            return True
+    return False
+
+
+@functools.cache
+def _schema_defaults(schema: type) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(schema), resolve=False, enum_to_str=True)
 
 
 def describe(changes: dict[str, tuple[Any, Any]]) -> str:

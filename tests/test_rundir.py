@@ -103,6 +103,21 @@ def test_differences_name_nested_added_and_removed_keys() -> None:
     assert describe(changes) == 'a.c: 2 -> <absent>; a.e: <absent> -> 3; d: "x" -> "y"'
 
 
+def test_an_option_added_since_the_run_started_is_no_change_at_its_default(compose_cfg, tmp_path) -> None:
+    """A run dir made before seal-runner gained `restem.heldout_likelihood` resumes while the new key
+    sits at its schema default (the old behaviour); set otherwise, it is a change like any other."""
+    run_dir = run_dir_with_results(tmp_path)
+    old = fingerprint(compose_cfg())
+    del old["restem"]["heldout_likelihood"], old["domain"]["drop_cut_line"]
+    check_config(run_dir, old, Resume.auto)
+    check_config(run_dir, fingerprint(compose_cfg()), Resume.auto)  # both at their defaults
+    with pytest.raises(InputError, match=r"restem.heldout_likelihood: <absent> -> true"):
+        check_config(run_dir, fingerprint(compose_cfg("restem.heldout_likelihood=true")), Resume.auto)
+    # a preset's value that is not the schema default is a change too
+    assert differences({"lora": {}}, {"lora": {"rank": 16}}) == {"lora.rank": (ABSENT, 16)}
+    assert differences({"lora": {}}, {"lora": {"rank": 32}}) == {}
+
+
 def test_force_proceeds_logs_and_records_the_override(compose_cfg, tmp_path, caplog) -> None:
     run_dir = run_dir_with_results(tmp_path)
     first, changed = fingerprint(compose_cfg()), fingerprint(compose_cfg("lora.lr=1e-5"))
