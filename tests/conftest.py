@@ -92,6 +92,18 @@ def error_text(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny matmuls on 2 cores shared with another job run ~30x slower with 2 OpenMP threads; a
+    module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer random Llama with the SmolLM2 tokenizer, saved as an HF checkpoint."""

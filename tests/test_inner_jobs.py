@@ -18,12 +18,7 @@ from seal_runner.models import load_tokenizer
 TARGETS = ["q_proj", "v_proj", "gate_proj", "down_proj", "up_proj"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -98,13 +98,7 @@ class HFEngine:
         seeds = list(seeds) if seeds is not None else [self.seed + i for i in range(len(prompts))]
         results: list[Completion | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc="generate (hf)", unit="prompt")
-        # Fill slots chunk by chunk: each chunk holds at most max_loras distinct adapters.
-        for chunk_start in range(0, max(1, len(distinct)), self.max_loras):
-            chunk = distinct[chunk_start : chunk_start + self.max_loras]
-            slot_of = {a: i for i, a in enumerate(chunk)}
-            for adapter, slot in slot_of.items():
-                self.lora.load_peft(slot, adapter.path)
-            todo = [i for i, a in enumerate(adapters) if (a in slot_of) or (a is None and chunk_start == 0)]
+        for todo, slot_of in self._adapter_chunks(adapters, distinct):
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
                 rows = [slot_of[adapters[i]] if adapters[i] is not None else -1 for i in batch]
@@ -116,6 +110,19 @@ class HFEngine:
                 bar.update(len(batch))
         bar.close()
         return results  # type: ignore[return-value]
+
+    def _adapter_chunks(self, adapters: Sequence[LoraAdapter | None], distinct: list[LoraAdapter]):
+        """Fill the slots chunk by chunk, each chunk at most `max_loras` distinct adapters; yield the
+        indices the loaded chunk serves (base rows with the first) and each adapter's slot."""
+        for chunk_start in range(0, max(1, len(distinct)), self.max_loras):
+            chunk = distinct[chunk_start : chunk_start + self.max_loras]
+            slot_of = {a: i for i, a in enumerate(chunk)}
+            for adapter, slot in slot_of.items():
+                self.lora.load_peft(slot, adapter.path)
+            yield (
+                [i for i, a in enumerate(adapters) if (a in slot_of) or (a is None and chunk_start == 0)],
+                slot_of,
+            )
 
     def answer_logprobs(
         self, pairs: Sequence[tuple[str, str]], adapters: Sequence[LoraAdapter | None]
@@ -129,12 +136,7 @@ class HFEngine:
         router = self.lora.router if self.lora is not None else None
         scorer = AnswerLikelihood(self.model, self.tokenizer, self.batch_size, self.max_model_len, router)
         scores: list[float | None] = [None] * len(pairs)
-        for chunk_start in range(0, max(1, len(distinct)), self.max_loras):
-            chunk = distinct[chunk_start : chunk_start + self.max_loras]
-            slot_of = {a: i for i, a in enumerate(chunk)}
-            for adapter, slot in slot_of.items():
-                self.lora.load_peft(slot, adapter.path)
-            todo = [i for i, a in enumerate(adapters) if (a in slot_of) or (a is None and chunk_start == 0)]
+        for todo, slot_of in self._adapter_chunks(adapters, distinct):
             if not todo:
                 continue
             rows = [slot_of[adapters[i]] if adapters[i] is not None else -1 for i in todo]

@@ -26,6 +26,7 @@ from seal_runner.domains.knowledge.pipeline import (
     train_adapters,
 )
 from seal_runner.domains.knowledge.report import comparisons, plot_round_curve, plot_table2, table2_rows
+from seal_runner.engines.base import LoraAdapter
 from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
@@ -342,20 +343,36 @@ def _reward_jobs(
     ]
 
 
-def inner_rewards(
-    domain: KnowledgeDomain, engines: Engines, policy: str, contexts: list[Article], edits: dict, out: Path
-) -> list[dict]:
-    """The paper's reward: mean adapted accuracy over `restem.inner_seeds` inner updates."""
-    run, cfg, r = domain.run, domain.cfg, domain.r
+def _reward_units(
+    domain: KnowledgeDomain, policy: str, contexts: list[Article], edits: dict, out: Path
+) -> list[tuple[str, Article, LoraAdapter | None]]:
+    """Train every reward job's adapter (resumable) and return the units to score: each context
+    without an update (`baseline`), then each successful update under its candidate key."""
+    run = domain.run
     jobs = _reward_jobs(domain, contexts, edits, out)
     updates = train_adapters(
-        cfg, policy, run.tokenizer, [j for _, j in jobs], out / "updates.jsonl", out / "adapters", run.tracker
+        domain.cfg,
+        policy,
+        run.tokenizer,
+        [j for _, j in jobs],
+        out / "updates.jsonl",
+        out / "adapters",
+        run.tracker,
     )
     units = [("baseline", a, None) for a in contexts]
     for article, job in jobs:
         adapter = adapter_for(updates.get(job.key), f"{out.parent.name}/{out.name}")
         if adapter is not None:
             units.append((job.key, article, adapter))
+    return units
+
+
+def inner_rewards(
+    domain: KnowledgeDomain, engines: Engines, policy: str, contexts: list[Article], edits: dict, out: Path
+) -> list[dict]:
+    """The paper's reward: mean adapted accuracy over `restem.inner_seeds` inner updates."""
+    run, cfg, r = domain.run, domain.cfg, domain.r
+    units = _reward_units(domain, policy, contexts, edits, out)
     results = answer_units(cfg, engines.qa, run.grader(), run.formatter, units, out / "rewards_qa.jsonl")
     accuracy = article_accuracies(results)
     candidates = []
@@ -386,16 +403,8 @@ def likelihood_rewards(
     paper-shaped CPU regime: 0 of 47 candidates above 0 in RESULTS.md's run3), accuracy cannot rank
     the candidates; how much likelier the answers became can. The baseline is 0 (the reward is
     already a gain), so `positive_gain` keeps updates that made the answers likelier."""
-    run, cfg, r = domain.run, domain.cfg, domain.r
-    jobs = _reward_jobs(domain, contexts, edits, out)
-    updates = train_adapters(
-        cfg, policy, run.tokenizer, [j for _, j in jobs], out / "updates.jsonl", out / "adapters", run.tracker
-    )
-    units = [("baseline", a, None) for a in contexts]
-    for article, job in jobs:
-        adapter = adapter_for(updates.get(job.key), f"{out.parent.name}/{out.name}")
-        if adapter is not None:
-            units.append((job.key, article, adapter))
+    run, r = domain.run, domain.r
+    units = _reward_units(domain, policy, contexts, edits, out)
     logprob = answer_logprobs(
         engines.qa, run.formatter, units, domain.d.topic_prefix, out / "rewards_logprob.jsonl"
     )
