@@ -147,3 +147,55 @@ def test_arc_table1_png_is_named_in_the_table(tmp_path):
     assert "| TTT + Self-Edit (w/o prior RL)   |             37.5 |" in table
     low, high = 100 * conditions["ttt_base"]["ci_low"], 100 * conditions["ttt_base"]["ci_high"]
     assert f"[{low:.1f}, {high:.1f}]" in table
+
+
+def _cell(value: float, name: str = "macro_accuracy") -> dict:
+    return {name: value, "ci_low": value - 0.1, "ci_high": value + 0.1}
+
+
+def test_round_curve_draws_likelihood_panel_and_reward_units(tmp_path, monkeypatch):
+    """With held-out log-likelihoods a fourth panel appears, and a likelihood reward is drawn in nats,
+    not multiplied into a percentage as accuracy rewards are."""
+    import matplotlib.axes
+
+    from seal_runner.domains.knowledge.report import plot_round_curve
+
+    def heldout(shift: float) -> dict:
+        conditions = ("base", "passage", "selfedit")
+        return {
+            **{c: _cell(0.01 + shift) for c in conditions},
+            "answer_logprob": {c: _cell(-6.0 + shift, "mean_logprob") for c in conditions},
+            "mean_selfedit_tokens": 150.0,
+        }
+
+    rewards = {"mean_reward": 0.09, "mean_best_of_k": 0.46, "mean_baseline": 0.0}
+    summary = {
+        "experiment": "demo",
+        "heldout_articles": 20,
+        "rounds": [
+            {"round": 0, "reward": "likelihood", "heldout": heldout(0.0), "rewards": rewards},
+            {"round": 1, "reward": "likelihood", "heldout": heldout(0.2)},
+        ],
+    }
+    labels, drawn = [], []
+    set_ylabel = matplotlib.axes.Axes.set
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "set",
+        lambda self, **kw: labels.append(kw.get("ylabel")) or set_ylabel(self, **kw),
+    )
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "plot",
+        lambda self, x, y, *a, **kw: drawn.append(list(y)) or plot(self, x, y, *a, **kw),
+    )
+    path = plot_round_curve(summary, tmp_path / "curve.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert labels == [
+        "held-out accuracy (%)",
+        "log-prob per answer token",
+        "reward (gain, nats per answer token)",
+        "tokens",
+    ]
+    assert [0.09] in drawn and [0.46] in drawn  # not 9 and 46

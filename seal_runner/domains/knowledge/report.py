@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seal_runner.choices import Reward
 from seal_runner.stats import paired_difference
+
+# Rewards that are accuracies (fractions), plotted in %; the others are log-likelihood gains.
+ACCURACY_REWARDS = (Reward.inner, Reward.solved)
 
 
 def _per_article(round_record: dict, condition: str, metric: str = "accuracy") -> dict[int, float] | None:
@@ -78,8 +82,10 @@ def table2_rows(rounds: list[dict]) -> list[dict]:
 
 
 def plot_round_curve(summary: dict, path: Path) -> Path:
-    """Three panels per round: held-out accuracy (self-edit with 95% CI, no update, passage alone),
-    mean and best-of-k training reward, and mean self-edit length."""
+    """Panels per round: held-out accuracy (self-edit with 95% CI, no update, passage alone), the
+    same rows' gold-answer log-likelihood when measured (`restem.heldout_likelihood`), mean and
+    best-of-k training reward (in % for accuracy rewards, in nats per answer token for likelihood
+    gains), and mean self-edit length."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,36 +93,56 @@ def plot_round_curve(summary: dict, path: Path) -> Path:
 
     rounds = summary["rounds"]
     x = [r["round"] for r in rounds]
-    fig, (acc, reward, length) = plt.subplots(1, 3, figsize=(13, 3.8))
-    for condition, style in (("selfedit", "o-"), ("passage", "s--"), ("base", "^:")):
-        cells = [r["heldout"].get(condition) for r in rounds]
-        if any(c is None for c in cells):
-            continue
-        means = [100 * c["macro_accuracy"] for c in cells]
-        errors = [
-            [m - 100 * c.get("ci_low", c["macro_accuracy"]) for m, c in zip(means, cells, strict=True)],
-            [100 * c.get("ci_high", c["macro_accuracy"]) - m for m, c in zip(means, cells, strict=True)],
-        ]
-        acc.errorbar(x, means, yerr=errors, fmt=style, capsize=4, label=condition)
+    likelihood = all("answer_logprob" in r["heldout"] for r in rounds)
+    fig, axes = plt.subplots(1, 4 if likelihood else 3, figsize=(17 if likelihood else 13, 3.8))
+    acc, reward, length = axes[0], axes[-2], axes[-1]
+    _condition_curves(acc, x, [r["heldout"] for r in rounds], "macro_accuracy", 100)
     acc.set(xlabel="policy after round", ylabel="held-out accuracy (%)", title="held-out accuracy (95% CI)")
-    acc.legend()
+    if likelihood:
+        _condition_curves(axes[1], x, [r["heldout"]["answer_logprob"] for r in rounds], "mean_logprob", 1)
+        axes[1].set(
+            xlabel="policy after round",
+            ylabel="log-prob per answer token",
+            title="held-out gold-answer log-likelihood (95% CI)",
+        )
     trained = [r for r in rounds if r.get("rewards")]
+    percent = all(r["reward"] in ACCURACY_REWARDS for r in trained)
     for key, style in (("mean_reward", "o-"), ("mean_best_of_k", "s--"), ("mean_baseline", "^:")):
         values = [r["rewards"].get(key) for r in trained]
         if trained and all(v is not None for v in values):
-            reward.plot([r["round"] for r in trained], [100 * v for v in values], style, label=key)
-    reward.set(xlabel="round", ylabel="reward (%)", title="training reward")
+            scale = 100 if percent else 1
+            reward.plot([r["round"] for r in trained], [scale * v for v in values], style, label=key)
+    reward.set(
+        xlabel="round",
+        ylabel="reward (%)" if percent else "reward (gain, nats per answer token)",
+        title="training reward",
+    )
     if trained:
         reward.legend()
     length.plot(x, [r["heldout"]["mean_selfedit_tokens"] for r in rounds], "o-")
     length.set(xlabel="policy after round", ylabel="tokens", title="held-out self-edit length")
-    for ax in (acc, reward, length):
+    for ax in axes:
         ax.set_xticks(x if ax is not reward else [r["round"] for r in trained] or x)
     fig.suptitle(f"{summary['experiment']}: {summary['heldout_articles']} held-out articles")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _condition_curves(ax, x: list[int], heldouts: list[dict], value: str, scale: float) -> None:
+    """One line per held-out condition measured in every round, with its 95% CI as error bars."""
+    for condition, style in (("selfedit", "o-"), ("passage", "s--"), ("base", "^:")):
+        cells = [h.get(condition) for h in heldouts]
+        if any(c is None for c in cells):
+            continue
+        means = [scale * c[value] for c in cells]
+        errors = [
+            [m - scale * c.get("ci_low", c[value]) for m, c in zip(means, cells, strict=True)],
+            [scale * c.get("ci_high", c[value]) - m for m, c in zip(means, cells, strict=True)],
+        ]
+        ax.errorbar(x, means, yerr=errors, fmt=style, capsize=4, label=condition)
+    ax.legend()
 
 
 def plot_table2(
