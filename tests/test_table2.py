@@ -88,7 +88,7 @@ def test_every_source_in_one_table(tiny_model_dir, tmp_path):
     # the server's base_url changes a result-affecting key, so the rerun must force it.
     sizes = {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
     rerun = [a for a in args if "base_url" not in a]
-    seal_run([*rerun, "resume=force"], env={"SEAL_TEST_KEY": "sk-test"})
+    seal_run(*rerun, "resume=force", env=RUN_ENV | {"SEAL_TEST_KEY": "sk-test"})
     assert sizes == {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
 
 
