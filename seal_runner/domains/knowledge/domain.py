@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -367,19 +368,23 @@ def _reward_units(
     return units
 
 
-def inner_rewards(
-    domain: KnowledgeDomain, engines: Engines, policy: str, contexts: list[Article], edits: dict, out: Path
+def _scored_candidates(
+    domain: KnowledgeDomain,
+    contexts: list[Article],
+    edits: dict,
+    scores: dict[tuple[str, int], float],
+    offset: Callable[[Article], float],
+    context_fields: Callable[[Article], dict],
 ) -> list[dict]:
-    """The paper's reward: mean adapted accuracy over `restem.inner_seeds` inner updates."""
-    run, cfg, r = domain.run, domain.cfg, domain.r
-    units = _reward_units(domain, policy, contexts, edits, out)
-    results = answer_units(cfg, engines.qa, run.grader(), run.formatter, units, out / "rewards_qa.jsonl")
-    accuracy = article_accuracies(results)
+    """One candidate per sampled self-edit: reward = mean over its inner runs of the run's score
+    (`scores[(candidate key, article)]`) minus the context's `offset`; a failed update scores nothing
+    and is counted. `inner_runs` keeps the raw scores, `context_fields` adds the context's baseline."""
+    r = domain.r
     candidates = []
     for a in contexts:
         for s in (s for s in range(r.samples_per_context) if (a.index, s) in edits):
-            runs = [accuracy.get((_candidate_key(a, s, i), a.index)) for i in range(r.inner_seeds)]
-            scored = [v for v in runs if v is not None]  # failed updates score nothing, and are counted
+            runs = [scores.get((_candidate_key(a, s, i), a.index)) for i in range(r.inner_seeds)]
+            scored = [v - offset(a) for v in runs if v is not None]
             candidates.append(
                 _candidate(
                     a,
@@ -388,10 +393,28 @@ def inner_rewards(
                     reward=sum(scored) / len(scored) if scored else 0.0,
                     inner_runs=runs,
                     failed_inner_runs=len(runs) - len(scored),
-                    baseline=accuracy.get(("baseline", a.index), 0.0),
+                    **context_fields(a),
                 )
             )
     return candidates
+
+
+def inner_rewards(
+    domain: KnowledgeDomain, engines: Engines, policy: str, contexts: list[Article], edits: dict, out: Path
+) -> list[dict]:
+    """The paper's reward: mean adapted accuracy over `restem.inner_seeds` inner updates."""
+    run, cfg = domain.run, domain.cfg
+    units = _reward_units(domain, policy, contexts, edits, out)
+    results = answer_units(cfg, engines.qa, run.grader(), run.formatter, units, out / "rewards_qa.jsonl")
+    accuracy = article_accuracies(results)
+    return _scored_candidates(
+        domain,
+        contexts,
+        edits,
+        accuracy,
+        lambda a: 0.0,
+        lambda a: {"baseline": accuracy.get(("baseline", a.index), 0.0)},
+    )
 
 
 def likelihood_rewards(
@@ -403,30 +426,20 @@ def likelihood_rewards(
     paper-shaped CPU regime: 0 of 47 candidates above 0 in RESULTS.md's run3), accuracy cannot rank
     the candidates; how much likelier the answers became can. The baseline is 0 (the reward is
     already a gain), so `positive_gain` keeps updates that made the answers likelier."""
-    run, r = domain.run, domain.r
+    run = domain.run
     units = _reward_units(domain, policy, contexts, edits, out)
     logprob = answer_logprobs(
         engines.qa, run.formatter, units, domain.d.topic_prefix, out / "rewards_logprob.jsonl"
     )
-    candidates = []
-    for a in contexts:
-        before = logprob[("baseline", a.index)]
-        for s in (s for s in range(r.samples_per_context) if (a.index, s) in edits):
-            runs = [logprob.get((_candidate_key(a, s, i), a.index)) for i in range(r.inner_seeds)]
-            gains = [v - before for v in runs if v is not None]
-            candidates.append(
-                _candidate(
-                    a,
-                    s,
-                    edits[(a.index, s)],
-                    reward=sum(gains) / len(gains) if gains else 0.0,
-                    inner_runs=runs,
-                    failed_inner_runs=len(runs) - len(gains),
-                    baseline=0.0,
-                    baseline_logprob=before,
-                )
-            )
-    return candidates
+    before = {a.index: logprob[("baseline", a.index)] for a in contexts}
+    return _scored_candidates(
+        domain,
+        contexts,
+        edits,
+        logprob,
+        lambda a: before[a.index],
+        lambda a: {"baseline": 0.0, "baseline_logprob": before[a.index]},
+    )
 
 
 def proxy_rewards_for(
