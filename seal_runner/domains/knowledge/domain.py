@@ -525,12 +525,7 @@ def format_table(summary: dict) -> str:
             f"{reward:>24} {r.get('chosen', ''):>5}"
         )
     lines.append("paired differences (a - b over the same articles) [95% CI]:")
-    for name, diff in summary["comparisons"].items():
-        noise = " (within noise)" if diff["within_noise"] else ""
-        lines.append(
-            f"  {name:<38} {100 * diff['mean']:+.1f} pts [{100 * diff['ci_low']:+.1f}, "
-            f"{100 * diff['ci_high']:+.1f}], {diff['n']} articles{noise}"
-        )
+    lines += [_difference_line(name, diff, 100, 1, " pts") for name, diff in summary["comparisons"].items()]
     if summary.get("likelihood_comparisons"):
         lines.append(
             "gold-answer log-likelihood (mean log-prob per answer token, no context) [95% CI]: "
@@ -545,12 +540,7 @@ def format_table(summary: dict) -> str:
             )
         )
         lines.append("  paired log-likelihood differences (a - b, nats per answer token) [95% CI]:")
-        for name, diff in summary["likelihood_comparisons"].items():
-            noise = " (within noise)" if diff["within_noise"] else ""
-            lines.append(
-                f"  {name:<38} {diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}], "
-                f"{diff['n']} articles{noise}"
-            )
+        lines += [_difference_line(n, d, 1, 3, "") for n, d in summary["likelihood_comparisons"].items()]
     lines.append(
         f"total {summary['total_s']:.0f} s; final policy (after round {summary['final_policy_round']}): "
         f"{summary['final_policy']}; plots: {', '.join(summary['plots'].values())}"
@@ -558,3 +548,10 @@ def format_table(summary: dict) -> str:
     if summary["experiment"] != "demo_seal_effect_cpu":
         lines.append(f"the long SEAL-effect demo (about 2.5 h on 2 cores): {LONG_DEMO}")
     return "\n".join(lines)
+
+
+def _difference_line(name: str, diff: dict, scale: float, digits: int, unit: str) -> str:
+    """`  name  +1.0 pts [-2.0, +4.0], 20 articles (within noise)`: a paired difference, scaled."""
+    noise = " (within noise)" if diff["within_noise"] else ""
+    mean, low, high = (scale * diff[k] for k in ("mean", "ci_low", "ci_high"))
+    return f"  {name:<38} {mean:+.{digits}f}{unit} [{low:+.{digits}f}, {high:+.{digits}f}], {diff['n']} articles{noise}"
