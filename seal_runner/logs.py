@@ -109,6 +109,8 @@ def share() -> Path | None:
     # What Hydra's configure_log does after applying the config, so the file is the whole of it.
     if hydra.verbose is True:
         config["root"]["level"] = "DEBUG"
+        for name in self_printing():  # transformers sets its logger to WARNING at import
+            loggers[name]["level"] = "NOTSET"
     for name in _verbose_loggers(hydra.verbose):
         loggers.setdefault(name, {})["level"] = "DEBUG"
     path = Path(hydra.runtime.output_dir) / LOG_DIR / CONFIG_FILE

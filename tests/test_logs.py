@@ -35,6 +35,14 @@ def quiet(tmp_path, capsys, monkeypatch) -> Iterator[Callable[..., Path]]:
         monkeypatch.setenv(name, "")  # recorded, so that what share() sets is undone
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # A library imported earlier in this process (vLLM by another test of the same xdist worker) has
+    # configured its own logger (a stdout handler, propagate=False); a run configures logging first.
+    libraries = {name: logging.getLogger(name) for name in LIBRARIES}
+    saved = {name: (lg.handlers[:], lg.propagate, lg.level) for name, lg in libraries.items()}
+    for lg in libraries.values():
+        lg.handlers.clear()
+        lg.propagate = True
+        lg.setLevel(logging.NOTSET)
     register_configs()
 
     def configure(*overrides: str) -> Path:
@@ -57,6 +65,10 @@ def quiet(tmp_path, capsys, monkeypatch) -> Iterator[Callable[..., Path]]:
         logger.handlers.clear()
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
+    for name, (library_handlers, propagate, library_level) in saved.items():
+        libraries[name].handlers[:] = library_handlers
+        libraries[name].propagate = propagate
+        libraries[name].setLevel(library_level)
     logging.captureWarnings(False)
     HydraConfig.instance().cfg = None
 
@@ -169,6 +181,18 @@ def test_verbose_true_brings_every_library_back(quiet, capsys) -> None:
     assert "generation config loaded" in capsys.readouterr().out
     assert "generation config loaded" in (log_dir / "libraries.log").read_text()
     assert json.loads((log_dir / "logging.json").read_text())["root"]["level"] == "DEBUG"
+
+
+def test_verbose_true_lifts_the_level_a_library_set_for_itself(quiet, capsys) -> None:
+    """transformers gives its logger a stream handler and WARNING at import; `hydra.verbose=true`
+    still shows its INFO records, in this process and in the shared file."""
+    library = logging.getLogger("fakelib")
+    library.addHandler(logging.StreamHandler(sys.stderr))
+    library.setLevel(logging.WARNING)
+    log_dir = quiet("hydra.verbose=true")
+    library.info("generation config loaded")
+    assert "generation config loaded" in capsys.readouterr().out
+    assert json.loads((log_dir / "logging.json").read_text())["loggers"]["fakelib"]["level"] == "NOTSET"
 
 
 def test_hydra_default_job_logging_is_shared_as_it_is(quiet, capsys) -> None:
