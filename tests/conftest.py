@@ -92,6 +92,15 @@ def error_text(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread_per_worker() -> None:
+    """`make test` runs two xdist workers on 2 cores: each worker's own torch work takes one core."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Tiny matmuls on 2 cores shared with another job run ~30x slower with 2 OpenMP threads; a
