@@ -1,7 +1,8 @@
 """`stage=arc`: few-shot ARC (paper §3, Table 1) — self-edits that configure test-time training.
 
-Conditions, all scored on the evaluation tasks as the fraction of (task, self-edit) pairs solved
-(seal_runner/domains/arc/domain.py scores each one):
+Conditions, all scored on the evaluation tasks as the fraction of (task, self-edit) pairs solved, a
+task with several test inputs only when all are (`domain.test_inputs`; seal_runner/domains/arc/domain.py
+scores each one):
   icl       policy_0, no adaptation, the same augmented-query voting pipeline;
   ttt_base  policy_0 writes `eval_samples_per_task` JSON self-edits per task, each one trains a
             fresh LoRA on policy_0 (test-time training) and the adapted model is scored pass@2;

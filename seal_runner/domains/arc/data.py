@@ -1,8 +1,11 @@
 """ARC tasks: dataclasses and the loader for ARC-AGI challenges/solutions JSON files.
 
-A task with k test inputs is split into k subtasks "id-0" … "id-(k-1)", each with one test input, as the
-paper does (44f52bb0 becomes 44f52bb0-0 and 44f52bb0-1); `source_id` keeps the original id so callers can
-score "solved iff every test input is solved" per source task.
+`load_tasks(split_tests=True)` splits a task with k test inputs into k subtasks "id-0" … "id-(k-1)", each
+with one test input (44f52bb0 becomes 44f52bb0-0 and 44f52bb0-1), named as the reference's
+`read_tasks_from_single_file` names them; `source_id` keeps the original id. The reference then regroups
+them: one self-edit set and one adapter per source task, solved only when every test input is right
+(`domain.test_inputs=per_task`, which loads with `split_tests=False`); `domain.test_inputs=split` keeps
+the subtasks as independent tasks.
 """
 
 from __future__ import annotations

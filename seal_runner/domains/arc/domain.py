@@ -3,12 +3,13 @@ reward = solved.
 
 Contexts are ARC tasks (`domain.source`: ARC-AGI files or the procedural generator). A self-edit is a
 JSON plan for test-time training (augmentation groups, loss strategy, learning rate, epochs); its
-reward (`restem.reward=solved`) is 1 when the model adapted by that training solves the task's test
-input pass@2, else 0. With `restem.selection=all_positive` the outer loop (stages/restem.py) is the
-paper's behaviour cloning: every solved (prompt -> self-edit) pair is kept and the policy SFT'd on
-them (`restem=arc_bc` sets both). Every round trains on all training tasks,
-`domain.train_samples_per_task` self-edits each; a policy is evaluated on the evaluation tasks with
-`domain.eval_samples_per_task` self-edits each.
+reward (`restem.reward=solved`) is 1 when the model adapted by that training solves the task pass@2,
+else 0; a task with several test inputs is one context, solved only when every input is right, unless
+`domain.test_inputs=split` makes each input a task of its own. With `restem.selection=all_positive`
+the outer loop (stages/restem.py) is the paper's behaviour cloning: every solved (prompt -> self-edit)
+pair is kept and the policy SFT'd on them (`restem=arc_bc` sets both). Every round trains on all
+training tasks, `domain.train_samples_per_task` self-edits each; a policy is evaluated on the
+evaluation tasks with `domain.eval_samples_per_task` self-edits each.
 
 `condition` scores one way of adapting a policy on a set of tasks: `icl` (no adaptation), `selfedit`
 (one test-time training per sampled self-edit) or `oracle` (one fixed plan, `domain.oracle`). The
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from seal_runner.choices import ArcSource, Reward, SelfEditHeader
+from seal_runner.choices import ArcSource, Reward, SelfEditHeader, TestInputs
 from seal_runner.domains.arc.data import ARCTask, load_tasks
 from seal_runner.domains.arc.generator import generate_tasks
 from seal_runner.domains.arc.pipeline import (
@@ -39,7 +40,8 @@ from seal_runner.domains.arc.pipeline import (
 from seal_runner.domains.arc.ttt_format import TTTEncoder, grid_format
 from seal_runner.engines.base import LoraAdapter
 from seal_runner.errors import InputError
-from seal_runner.records import derive_seed, read_jsonl, write_json
+from seal_runner.inner import update_key
+from seal_runner.records import ResumableLog, derive_seed, read_jsonl, write_json
 from seal_runner.stages.common import Engines, RunContext
 from seal_runner.stats import bootstrap_mean_ci
 
@@ -62,7 +64,10 @@ def load_split(cfg: DictConfig, split: str) -> list[ARCTask]:
             "scripts/download_arc.py or use domain.source=generated"
         )
     ids = d[f"{split}_task_ids"]
-    return load_tasks(challenges, solutions, task_ids=None if ids is None else list(ids))
+    split_tests = d.test_inputs == TestInputs.split
+    return load_tasks(
+        challenges, solutions, task_ids=None if ids is None else list(ids), split_tests=split_tests
+    )
 
 
 class ArcDomain:
@@ -197,7 +202,7 @@ class ArcDomain:
             units = [(t.task_id, t, None) for t in tasks]
             updates: dict[str, dict] = {}
         else:
-            updates = {r["key"]: r for r in read_jsonl(out / "updates.jsonl")}
+            updates = ResumableLog(out / "updates.jsonl", key=update_key).done
             pending = []
             for (tid, sample), record in edits.items():
                 key = f"{tid}/s{sample}"
@@ -233,9 +238,9 @@ def condition_summary(
     out: Path,
 ) -> dict:
     """Success rate = solved pairs / expected pairs: self-edits never sampled validly (budget spent)
-    and failed inner updates count as unsolved pairs. Its 95% CI bootstraps over tasks, the sampled
-    unit (the self-edits of one task share its difficulty), each task weighing its
-    `expected / len(tasks)` pairs, unsolved when unscored."""
+    and failed inner updates count as unsolved pairs. Its 95% CI bootstraps over `tasks` (source tasks
+    unless `domain.test_inputs=split`), the sampled unit (the self-edits of one task share its
+    difficulty), each task weighing its `expected / len(tasks)` pairs, unsolved when unscored."""
     attempts = read_jsonl(out / "self_edits.jsonl")
     solved = sum(r["solved"] for r in results.values())
     per_task: dict[str, int] = {}

@@ -5,7 +5,8 @@ rerun of a run directory does no new sampling, training or decoding:
   sample_selfedits  task -> JSON self-edits (invalid ones re-sampled up to a budget, all attempts kept)
   build_jobs        (task, self-edit) -> test-time-training job (leave-n data, augmentation, guards)
   train_units       job key -> inner-update record with the adapter directory
-  answer_units      (unit key, adapter) -> augmented queries, votes, pass@2
+  answer_units      (unit key, adapter) -> per test input augmented queries, votes, pass@2; the unit
+                    is solved only when every test input is
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from seal_runner.domains.arc.augment import (
     ROTATE_270,
     TRANSPOSE,
 )
-from seal_runner.domains.arc.data import ARCTask
+from seal_runner.domains.arc.data import ARCExample, ARCTask
 from seal_runner.domains.arc.grids import to_list
 from seal_runner.domains.arc.leave_n import build_ttt_examples
 from seal_runner.domains.arc.reference_vote import reference_vote
@@ -43,9 +44,9 @@ from seal_runner.domains.arc.selfedit import (
 from seal_runner.domains.arc.ttt_format import TTTEncoder, parse_answer
 from seal_runner.domains.arc.voting import build_eval_queries, is_solved, vote
 from seal_runner.engines.base import LoraAdapter, Sampling
-from seal_runner.inner import train_and_record
+from seal_runner.inner import train_and_record, update_key
 from seal_runner.lora.trainer import InnerJob
-from seal_runner.records import append_jsonl, derive_seed, read_jsonl
+from seal_runner.records import ResumableLog, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def sample_selfedits(
     missing pairs count as unsolved). With `domain.skip_duplicate_selfedits` an edit equal to an
     earlier one of the same task is recorded as a duplicate and not used.
     """
-    records = read_jsonl(path)
+    attempts = ResumableLog(path, key=lambda r: (r["task"], r["attempt"]))
+    records = attempts.records
     budget = cfg.domain.max_sample_attempts
     sampling = Sampling(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens)
     p = cfg.selfedit_prompt
@@ -87,8 +89,7 @@ def sample_selfedits(
         new = []
         for (tid, attempt), completion in zip(todo, completions, strict=True):
             new.append(_attempt_record(tid, attempt, prompts[tid], completion, records + new, cfg))
-        append_jsonl(path, new)
-        records += new
+        attempts.append(new)
     edits = {}
     for task in tasks:
         valid = [r for r in records if r["task"] == task.task_id and r["status"] == "valid"]
@@ -177,10 +178,10 @@ def step_cap_for(cfg, oracle: bool) -> float:
 def train_units(cfg, model_path: str, tokenizer, units: list[Unit], path: Path, adapter_root: Path, tracker):
     """Inner updates for units not yet recorded (0-epoch plans too: their untrained adapter is kept
     and evaluated, as in the paper)."""
-    done = {r["key"]: r for r in read_jsonl(path)}
-    todo = [u for u in units if u.job is not None and u.key not in done]
+    updates = ResumableLog(path, key=update_key)
+    todo = updates.todo([u for u in units if u.job is not None], key=lambda u: u.key)
     if not todo:
-        return done
+        return updates.done
     by_key = {u.key: u for u in todo}
 
     def describe(job: InnerJob) -> dict:
@@ -190,83 +191,113 @@ def train_units(cfg, model_path: str, tokenizer, units: list[Unit], path: Path, 
     new = train_and_record(
         cfg, model_path, tokenizer, [u.job for u in todo], path, adapter_root, tracker, describe
     )
-    done.update({r["key"]: r for r in new})
-    return done
+    return updates.done | {update_key(r): r for r in new}
 
 
 def answer_units(
     cfg, engine, encoder: TTTEncoder, units: list[tuple[str, ARCTask, LoraAdapter | None]], path: Path
 ) -> dict[str, dict]:
-    """Augmented queries for each unit's test input, decoded greedily (all adapters of a chunk in one
-    engine call), mapped back, voted into 2 attempts and scored pass@2; resumable per chunk."""
-    done = {r["key"]: r for r in read_jsonl(path)}
-    todo = [u for u in units if u[0] not in done]
+    """Augmented queries for each of a unit's test inputs, decoded greedily with the unit's one adapter
+    (all adapters of a chunk in one engine call), mapped back, voted into 2 attempts per test input and
+    scored pass@2; resumable per chunk."""
+    results = ResumableLog(path, key=lambda r: r["key"])
+    todo = results.todo(units, key=lambda u: u[0])
     chunk_size = max(1, cfg.qa_engine.max_loras)
     sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=cfg.domain.answer_max_tokens)
-    per_task: dict[str, tuple[list, int]] = {}  # task id -> (queries with prompts, dropped count)
+    per_task: dict[str, list[tuple[list, int]]] = {}  # task id -> per test input (queries, dropped)
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
-        prompts, owners, queries = [], [], []
+        prompts, owners, queries = [], [], []  # owner: (unit index in the chunk, test input index)
         for index, (_, task, _) in enumerate(chunk):
             if task.task_id not in per_task:
                 per_task[task.task_id] = eval_queries(cfg, encoder, task)
-            for query, prompt in per_task[task.task_id][0]:
-                prompts.append(prompt)
-                owners.append(index)
-                queries.append(query)
-        adapters = [chunk[i][2] for i in owners]
+            for test_index, (kept, _) in enumerate(per_task[task.task_id]):
+                for query, prompt in kept:
+                    prompts.append(prompt)
+                    owners.append((index, test_index))
+                    queries.append(query)
+        adapters = [chunk[i][2] for i, _ in owners]
         completions = engine.generate(prompts, sampling, adapters=adapters) if prompts else []
         new = []
         for index, (key, task, _) in enumerate(chunk):
-            mine = [(q, c) for q, c, o in zip(queries, completions, owners, strict=True) if o == index]
-            new.append(_score(key, task, mine, per_task[task.task_id][1], encoder, cfg.domain.voting))
-        append_jsonl(path, new)
-        done.update({r["key"]: r for r in new})
-    return done
+            answered = [
+                [(q, c) for q, c, o in zip(queries, completions, owners, strict=True) if o == (index, t)]
+                for t in range(len(task.test))
+            ]
+            dropped = [d for _, d in per_task[task.task_id]]
+            new.append(_score(key, task, answered, dropped, encoder, cfg.domain.voting))
+        results.append(new)
+    return results.done
 
 
-def eval_queries(cfg, encoder: TTTEncoder, task: ARCTask) -> tuple[list[tuple], int]:
-    """The task's evaluation queries with their prompts; the same for every adapter of the task
-    (seeded by the task id), minus those too long for the context window (counted)."""
+def eval_queries(cfg, encoder: TTTEncoder, task: ARCTask) -> list[tuple[list[tuple], int]]:
+    """Per test input, its evaluation queries with their prompts, minus those too long for the context
+    window (counted). They are the same for every adapter of the task: seeded by the task id, or for
+    input i of a multi-test task by "{id}-{i}", its id under `domain.test_inputs=split`, so both
+    settings ask each input the same queries."""
     d = cfg.domain
     unknown = set(d.eval_variants) - set(VARIANTS)
     if unknown:
         raise ValueError(
             f"domain.eval_variants has unknown transforms {sorted(unknown)}; choose from {sorted(VARIANTS)}"
         )
-    rng = np.random.default_rng(derive_seed(cfg.seed, "arc-queries", task.task_id))
-    (test,) = task.test
-    queries = build_eval_queries(
-        task.train,
-        test.input,
-        rng,
-        n_permutations=d.eval_permutations,
-        variants=[VARIANTS[name] for name in d.eval_variants],
-        rule=d.eval_queries,
-    )
+    variants = [VARIANTS[name] for name in d.eval_variants]
     limit = cfg.model.max_model_len - d.answer_max_tokens
-    kept = []
-    for query in queries:
-        prompt = encoder.query_prompt(query.demos, query.test_input)
-        if len(encoder.tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= limit:
-            kept.append((query, prompt))
-    return kept, len(queries) - len(kept)
+    out = []
+    for i, test in enumerate(task.test):
+        seed_id = task.task_id if len(task.test) == 1 else f"{task.task_id}-{i}"
+        queries = build_eval_queries(
+            task.train,
+            test.input,
+            np.random.default_rng(derive_seed(cfg.seed, "arc-queries", seed_id)),
+            n_permutations=d.eval_permutations,
+            variants=variants,
+            rule=d.eval_queries,
+        )
+        kept = []
+        for query in queries:
+            prompt = encoder.query_prompt(query.demos, query.test_input)
+            if len(encoder.tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= limit:
+                kept.append((query, prompt))
+        out.append((kept, len(queries) - len(kept)))
+    return out
 
 
 def _score(
-    key: str, task: ARCTask, answered: list[tuple], dropped: int, encoder: TTTEncoder, voting: VoteRule
+    key: str,
+    task: ARCTask,
+    answered: list[list[tuple]],
+    dropped: list[int],
+    encoder: TTTEncoder,
+    voting: VoteRule,
+) -> dict:
+    """The unit's record: each test input voted into its own 2 attempts (`tests`), the unit solved only
+    when every input is (the reference's `evaluate`, few-shot/arclib/eval.py: `all_true and
+    all_submitted`), counts summed over the inputs."""
+    tests = [
+        _score_test(test, mine, n_dropped, encoder, voting)
+        for test, mine, n_dropped in zip(task.test, answered, dropped, strict=True)
+    ]
+    counts = ("queries", "dropped_queries", "parsed", "correct_answers")
+    return {
+        "key": key,
+        "task": task.task_id,
+        "solved": all(t["solved"] for t in tests),
+        **{field: sum(t[field] for t in tests) for field in counts},
+        "tests": tests,
+    }
+
+
+def _score_test(
+    test: ARCExample, answered: list[tuple], dropped: int, encoder: TTTEncoder, voting: VoteRule
 ) -> dict:
     predictions = []
     for query, completion in answered:
         grid = parse_answer(completion.text, encoder.fmt)
         predictions.append((query.category, None if grid is None else query.restore(grid)))
     attempts = reference_vote(predictions) if voting == VoteRule.reference else vote(predictions)
-    (test,) = task.test
-    solved = test.output is not None and is_solved([attempts], [test.output])
     return {
-        "key": key,
-        "task": task.task_id,
-        "solved": solved,
+        "solved": test.output is not None and is_solved([attempts], [test.output]),
         "attempts": [to_list(a) for a in attempts],
         "queries": len(answered),
         "dropped_queries": dropped,
