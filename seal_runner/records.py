@@ -1,9 +1,9 @@
 """Crash-safe run files: append-only JSONL (one write + fsync per batch) and atomic JSON writes.
 
-Every stage reads what is already on disk and skips finished units, so rerunning a run directory
-resumes instead of redoing work. A batch of records is appended with a single write() call, so a
-killed process leaves all of them or none; a torn line (power loss mid-write, or a file edited by
-hand) is dropped on read with a warning, and the next append starts on a fresh line.
+Every stage reads what is already on disk and skips finished units (`ResumableLog`), so rerunning
+a run directory resumes instead of redoing work. A batch of records is appended with a single
+write() call, so a killed process leaves all of them or none; a torn line (power loss mid-write, or
+a file edited by hand) is dropped on read with a warning, and the next append starts on a fresh line.
 """
 
 from __future__ import annotations
@@ -12,9 +12,37 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ResumableLog:
+    """One resumable step's JSONL file: its records by key, the units still to do, and an append
+    that puts each finished batch on disk before the next one starts (a kill loses at most the
+    batch in flight).
+
+    `records` keeps every readable line in file order (one list, grown in place by `append`);
+    `done` maps each record's `key` to its record (of duplicates, the last one on disk wins)."""
+
+    def __init__(self, path: Path, key: Callable[[dict], Hashable]) -> None:
+        self.path, self.key = path, key
+        self.records = read_jsonl(path)
+        self.done = {key(r): r for r in self.records}
+
+    def todo(self, items: Iterable[T], key: Callable[[T], Hashable] = lambda item: item) -> list[T]:
+        """The `items` whose key (`key(item)`, comparable with the records' keys) has no record yet."""
+        return [item for item in items if key(item) not in self.done]
+
+    def append(self, records: Sequence[dict]) -> None:
+        """Append `records` in one write (see `append_jsonl`) and count them as done."""
+        append_jsonl(self.path, records)
+        self.records.extend(records)
+        self.done.update((self.key(r), r) for r in records)
 
 
 def read_jsonl(path: Path) -> list[dict]:
