@@ -110,6 +110,27 @@ class TTTAugmentationRule(Choice):
     reference = "reference"
 
 
+class TestInputs(Choice):
+    """`domain.test_inputs` (ARC): how a task with several test inputs is scored. `per_task` (the
+    reference): one unit per source task, whose self-edits each train one adapter that answers every
+    test input, solved only when all are; `split`: one independent task per test input ("{id}-{i}",
+    its own self-edits), seal-runner's behaviour before the option; domains/arc/data.py."""
+
+    split = "split"
+    per_task = "per_task"
+
+
+class Learner(Choice):
+    """`selfedit_sources.<name>.learner` (stage=evaluate, a policy source): which model a row's inner
+    updates start from and whose answers are graded. `writer` (the paper's SEAL row): the policy that
+    wrote the self-edits learns from them, its own no-update accuracy the baseline; `run`: the run's
+    model learns them, as it learns GPT-4.1's, so writers are compared on one learner, apart from what
+    training did to the policy's own knowledge; domains/knowledge/sources.py."""
+
+    writer = "writer"
+    run = "run"
+
+
 class SelfEditWording(Choice):
     """`selfedit_prompt.wording` (ARC): the reference's request text and demo layout, or ours (a complete
     valid example edit and one line per augmentation group); domains/arc/selfedit.py."""

@@ -32,6 +32,7 @@ from seal_runner.choices import (
     SelfEditHeader,
     SelfEditWording,
     Stage,
+    TestInputs,
     TokenLayout,
     TTTAugmentationRule,
     VoteRule,
@@ -163,6 +164,12 @@ class ARCDomainConfig:
     )
     eval_task_ids: list[str] | None = None  # None = every task in the file; ${domain.paper_eval_task_ids}
     generated: ARCGeneratedTasksConfig = field(default_factory=ARCGeneratedTasksConfig)
+    # per_task: a task with several test inputs is one unit (one adapter per self-edit, solved only when
+    # every test input is right), as the reference trains and scores it (few-shot/self-edit.py,
+    # arclib/eval.py) | split: one independent task per test input. Splitting was a defect of ours (it
+    # gave 44f52bb0 two sets of self-edits and counted 13 training tasks), so per_task is the default;
+    # run dirs made before the option hold split records and are refused (rundir.EARLIER_BEHAVIOUR)
+    test_inputs: TestInputs = TestInputs.per_task
     train_samples_per_task: int = 15  # valid self-edits per training task per RL round
     eval_samples_per_task: int = 5  # valid self-edits per evaluation task
     max_sample_attempts: int = 60  # per task: invalid JSON is re-sampled until this many attempts
@@ -477,6 +484,13 @@ SELFEDIT_SOURCES: dict[str, Any] = {
         "label": "passage + self-edit (trained policy)",
         "path": MISSING,  # e.g. outputs/<restem run>/round_1/policy
     },
+    # a trained policy writes them and the run's model is updated: the writer alone is compared
+    "policy_on_base": {
+        "_target_": f"{_SOURCES}.PolicySource",
+        "label": "passage + self-edit (trained policy's, base updated)",
+        "path": MISSING,
+        "learner": "run",
+    },
     # self-edits read from JSONL ({title|article, text} per line, or an earlier run's self_edits)
     "file": {"_target_": f"{_SOURCES}.FileSource", "label": "passage + self-edit (file)", "path": MISSING},
 }
@@ -488,6 +502,21 @@ class Resume(Enum):
 
     auto = "auto"  # refuse, naming every differing key with its old and new value
     force = "force"  # continue with the new config; the differences are logged and recorded
+
+
+@dataclass
+class EvaluateConfig:
+    """stage=evaluate (Table 2) beyond its rows (`conditions`, `selfedit_sources`)."""
+
+    # Self-edits drawn per article from each sampling source, each its own inner update; a row's value
+    # per article is the mean over them (a file source holds one). Two or more also measure the noise
+    # floor: sample 1 - sample 0 of the same row.
+    samples: int = 1
+    # Also score every row by its gold answers' teacher-forced log-likelihood (qa_engine=hf): a dense
+    # paired measure beside accuracy, which moves in steps of one question.
+    likelihood: bool = False
+    # Paired differences a - b between rows over the articles both measured, e.g. [[policy, selfedit]]
+    compare: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -504,6 +533,7 @@ class SealConfig:
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "selfedit"])
     # Table 2 rows beyond base/passage: name -> a source `_target_` (domains/knowledge/sources.py)
     selfedit_sources: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(SELFEDIT_SOURCES))
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     model: ModelConfig = MISSING
     domain: Any = MISSING
     selfedit_prompt: Any = MISSING  # schema per domain (knowledge template, ARC JSON tools)

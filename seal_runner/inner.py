@@ -7,6 +7,7 @@ worker process per device (inner_pool.py) when `inner.devices` lists several.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -19,6 +20,54 @@ from seal_runner.lora.trainer import InnerJob, InnerResult
 from seal_runner.lora.updater import InnerUpdater, group_size, groups_of
 from seal_runner.models import release_memory
 from seal_runner.records import append_jsonl
+
+
+@dataclass(frozen=True)
+class InnerUpdate:
+    """One trained inner update as stored in updates.jsonl (a domain's own fields follow `key`)."""
+
+    key: str
+    steps: int
+    train_tokens: int
+    seconds: float
+    first_loss: float | None
+    final_loss: float | None
+    failed: str | None
+    adapter: str | None
+
+    @classmethod
+    def of(cls, key: str, result: InnerResult, adapter: Path | None) -> InnerUpdate:
+        first = result.losses[0] if result.losses else None
+        return cls(
+            key,
+            result.steps,
+            result.train_tokens,
+            result.seconds,
+            first,
+            result.final_loss,
+            result.failed,
+            str(adapter) if adapter else None,
+        )
+
+    def to_json(self, described: dict) -> dict:
+        return {"key": self.key, **described, **asdict(self)}  # `key` keeps its first place
+
+
+@dataclass(frozen=True)
+class SkippedUpdate:
+    """A job recorded as failed without training (e.g. a self-edit with no training sequences)."""
+
+    key: str
+    failed: str
+    adapter: None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def update_key(record: dict) -> str:
+    """The key of an `InnerUpdate` or `SkippedUpdate` record: the job's key."""
+    return record["key"]
 
 
 def train_and_record(
@@ -51,18 +100,7 @@ def train_and_record(
     )
     for group in trained:
         new = [
-            {
-                "key": job.key,
-                **describe(job),
-                "steps": result.steps,
-                "train_tokens": result.train_tokens,
-                "seconds": result.seconds,
-                "first_loss": result.losses[0] if result.losses else None,
-                "final_loss": result.final_loss,
-                "failed": result.failed,
-                "adapter": str(adapter) if adapter else None,
-            }
-            for job, result, adapter in group
+            InnerUpdate.of(job.key, result, adapter).to_json(describe(job)) for job, result, adapter in group
         ]
         append_jsonl(path, new)
         records += new

@@ -12,7 +12,10 @@ Every stage resumes from what is on disk in its run dir, so before any work (bef
   config differs is refused with every differing key, old and new value, unless `resume=force`:
   then the differences are logged, recorded in the file, and the new config is the stored one.
   A key the stored config lacks is no difference while it holds its schema default, so a run dir
-  survives an upgrade that adds options whose default keeps the old behaviour.
+  survives an upgrade that adds options whose default keeps the old behaviour. An option added with
+  a default that changes it (`EARLIER_BEHAVIOUR`) is compared with the value that reproduces what
+  seal-runner did before it existed, so an old run dir is refused under the new default, naming the
+  option, instead of mixing records made both ways.
   A dir with no results yet (a start that failed before its first record) takes the new config.
 """
 
@@ -52,9 +55,18 @@ IGNORED = (
     "inner.devices",
     "sft.num_processes",
 )
+# Options added with a default other than the old behaviour -> the value that reproduces it: what a
+# run dir made before the option existed holds records of.
+EARLIER_BEHAVIOUR = {"domain.test_inputs": "split"}  # ARC: one task per test input until it existed
 # What a start writes before its first result: not results a config change could contradict.
 BOOKKEEPING = {".hydra", "wandb", LOG_DIR, LOCK_FILE, CONFIG_FILE}
 ABSENT = "<absent>"
+
+
+class Earlier(str):
+    """A key the stored config lacks, standing for its `EARLIER_BEHAVIOUR` value."""
+
+
 # The schemas each top-level key can take (groups typed Any pick one per option).
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "model": (schemas.ModelConfig,),
@@ -130,21 +142,27 @@ def fingerprint(cfg: DictConfig) -> dict:
 def differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
     """Dotted key -> (old, new) for every leaf that differs; a missing key is `ABSENT`. A key the
     stored config lacks but whose new value is its schema default is no difference: an option added
-    to seal-runner after the run started, left at the default that keeps the old behaviour."""
+    to seal-runner after the run started, left at the default that keeps the old behaviour; one in
+    `EARLIER_BEHAVIOUR` stands for the value listed there."""
     out = {}
     for key in sorted(old.keys() | new.keys(), key=str):
         a, b = old.get(key, ABSENT), new.get(key, ABSENT)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out |= differences(a, b, f"{prefix}{key}.")
+        if a is ABSENT and f"{prefix}{key}" in EARLIER_BEHAVIOUR:
+            a = Earlier(EARLIER_BEHAVIOUR[f"{prefix}{key}"])
+        if isinstance(b, dict) and (isinstance(a, dict) or a is ABSENT):  # a new section: leaf by leaf
+            out |= differences({} if a is ABSENT else a, b, f"{prefix}{key}.")
         elif a != b and not (a is ABSENT and is_schema_default(f"{prefix}{key}", b)):
             out[f"{prefix}{key}"] = (a, b)
     return out
 
 
 def is_schema_default(dotted: str, value: Any) -> bool:
-    """Whether `value` is the dataclass default of `dotted` in a schema its group can take."""
+    """Whether `value` is the dataclass default of `dotted` in a schema its group can take (a key
+    outside the groups, e.g. `evaluate.samples`: in the top-level schema)."""
     group, *path = dotted.split(".")
-    for schema in GROUP_SCHEMAS.get(group, ()):
+    if group not in GROUP_SCHEMAS:
+        group, path = "", [group, *path]
+    for schema in GROUP_SCHEMAS.get(group, (schemas.SealConfig,)):
         node: Any = _schema_defaults(schema)
         for part in path:
             node = node.get(part, ABSENT) if isinstance(node, dict) else ABSENT
@@ -164,6 +182,8 @@ def describe(changes: dict[str, tuple[Any, Any]]) -> str:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, Earlier):
+        return f"{ABSENT} (made before the option: {json.dumps(value)})"
     return value if value is ABSENT else json.dumps(value, ensure_ascii=False)
 
 

@@ -63,3 +63,34 @@ def test_nothing_is_logged_without_api_use(tmp_path) -> None:
         ctx.grader()
         assert ctx.log_api_usage() == {}
     assert ctx.tracker.logged == []
+
+
+class CountedEngine:
+    """An engine that counts its builds and closes."""
+
+    built: list[str] = []
+    closed: list[str] = []
+
+    def __init__(self, model_path: str, **_: object) -> None:
+        CountedEngine.built.append(model_path)
+        self.model_path = model_path
+
+    def close(self) -> None:
+        CountedEngine.closed.append(self.model_path)
+
+
+def test_engines_are_built_on_first_use_only(tmp_path) -> None:
+    """A resumed stage with every record on disk builds no engine; one that is used is built once
+    and closed once, and a closed engine is not rebuilt behind the caller's back."""
+    CountedEngine.built, CountedEngine.closed = [], []
+    engine = {"_target_": f"{__name__}.CountedEngine"}
+    cfg = OmegaConf.create({"seed": 0, "model": {"max_model_len": 512, "dtype": "auto"}})
+    cfg.engine, cfg.qa_engine = engine, {**engine, "role": "qa"}
+    ctx = RunContext(cfg, tmp_path, "/models/policy", None, None, RecordingTracker())
+    ctx.engines_for("/models/unused").close()
+    engines = ctx.engines_for("/models/used")
+    assert engines.qa.model_path == "/models/used"  # the QA engine only: the sampler is never used
+    engines.close()
+    assert CountedEngine.built == ["/models/used"] and CountedEngine.closed == ["/models/used"]
+    with pytest.raises(RuntimeError, match="after close"):
+        _ = engines.qa.model_path

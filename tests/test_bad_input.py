@@ -461,6 +461,21 @@ CHOICES = {
         check_conditions,
         ["conditions: ['nosuch'] unknown", "base, passage", "selfedit"],
     ),
+    "comparison of a row not in the table": (
+        ["stage=evaluate", "conditions=[base,passage]", "evaluate.compare=[[passage,selfedit]]"],
+        check_conditions,
+        ["evaluate.compare: ['passage', 'selfedit'] is not a pair of rows in conditions"],
+    ),
+    "no self-edit per article": (
+        ["stage=evaluate", "evaluate.samples=0"],
+        check_conditions,
+        ["evaluate.samples=0: at least one self-edit per article"],
+    ),
+    "likelihood from an engine that only generates": (
+        ["experiment=paper/knowledge_single_passage", "engine@qa_engine=vllm", "evaluate.likelihood=true"],
+        check_conditions,
+        ["evaluate.likelihood", "add engine@qa_engine=hf"],
+    ),
 }
 if not torch.cuda.is_available():
     CHOICES["GPU workers on a CPU machine"] = (

@@ -30,6 +30,7 @@ from seal_runner.choices import (
     Reward,
     SelfEditHeader,
     Stage,
+    TestInputs,
     TokenLayout,
 )
 from seal_runner.config import LoraConfig
@@ -53,6 +54,7 @@ CHOICE_KEYS: dict[str, tuple[list[str], type[Choice]]] = {
     "domain.source": (["experiment=demo/arc_cpu"], ArcSource),
     "domain.grid_format": (["experiment=demo/arc_cpu"], GridFormatName),
     "domain.token_layout": (["experiment=demo/arc_cpu"], TokenLayout),
+    "domain.test_inputs": (["experiment=demo/arc_cpu"], TestInputs),
     "selfedit_prompt.header": (["experiment=demo/arc_cpu"], SelfEditHeader),
     "grader.rule": ([], LexicalRule),
     "grader.on_failure": (["grader=llm_judge"], OnFailure),

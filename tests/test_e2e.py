@@ -39,6 +39,7 @@ def offline_wandb_runs(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.xdist_group("vllm")  # starts vLLM: never beside another engine (test_engines_integration)
 def test_table2_demo_on_two_passages(tmp_path):
     run_dir = tmp_path / "run"
     proc = seal_run(*TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=ENV, timeout=900)

@@ -11,7 +11,8 @@ from seal_runner.lora.updater import InnerUpdater
 from seal_runner.models import load_tokenizer
 from seal_runner.prompts import PromptFormatter, qa_prompt
 
-pytestmark = pytest.mark.integration
+# One vLLM engine at a time: make test's workers run every test of the `vllm` group in one process.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("vllm")]
 
 FACT = "Quellin Textile Guild\nThe first warden of the Quellin Textile Guild was Marit Oskellan."
 QUESTION = ("Who was the first warden of the guild?", "Quellin Textile Guild")

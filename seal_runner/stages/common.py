@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seal_runner.domains.base import Domain
-from seal_runner.engines.base import Engine
+from seal_runner.engines.base import Engine, LazyEngine
 from seal_runner.errors import InputError
 from seal_runner.logs import share as share_logging
 from seal_runner.models import load_tokenizer, resolve_model_path
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Engines:
-    sampler: Engine
-    qa: Engine
+    sampler: Engine | LazyEngine
+    qa: Engine | LazyEngine
 
     def close(self) -> None:
         self.sampler.close()
@@ -65,9 +65,11 @@ class RunContext:
         """Sampling and QA engines for a policy; one instance when both roles choose the same engine.
 
         On CPU, vLLM samples long self-edits fastest while the HF multi-adapter engine answers short
-        questions under many adapters ~3.6x faster (RESULTS.md, "Sampling and QA engines"), so presets can split them."""
-        sampler = self.engine_for(model_path)
-        qa = sampler if self.cfg.qa_engine == self.cfg.engine else self.engine_for(model_path, "qa_engine")
+        questions under many adapters ~3.6x faster (RESULTS.md, "Sampling and QA engines"), so presets can split them.
+        Each is built when first used (`LazyEngine`)."""
+        sampler = LazyEngine(lambda: self.engine_for(model_path))
+        same = self.cfg.qa_engine == self.cfg.engine
+        qa = sampler if same else LazyEngine(lambda: self.engine_for(model_path, "qa_engine"))
         return Engines(sampler, qa)
 
     def grader(self):

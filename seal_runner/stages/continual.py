@@ -55,9 +55,10 @@ from seal_runner.domains.knowledge.pipeline import (
 )
 from seal_runner.domains.knowledge.strategies import Merge, build_strategy
 from seal_runner.errors import InputError
+from seal_runner.inner import update_key
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.outer import merge_adapter, read_done
-from seal_runner.records import append_jsonl, derive_seed, read_jsonl, write_json
+from seal_runner.records import ResumableLog, append_jsonl, derive_seed, read_jsonl, write_json
 from seal_runner.stages.common import RunContext, setup_run, versions
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def run_sequence(ctx: RunContext, strategy: Merge, planned: PlannedSequence) -> 
             finally:
                 engines.close()
         elif t > 0:  # answered before a kill, not merged yet: the adapter is on disk
-            updates = {u["key"]: u for u in read_jsonl(out / "updates.jsonl")}
+            updates = ResumableLog(out / "updates.jsonl", key=update_key).done
             key = step_update_key(out, t)
             adapter = adapter_for(updates[key], f"{ctx.run_dir.name}/{planned.tag}") if key else None
         if t > 0:

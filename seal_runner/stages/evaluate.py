@@ -27,19 +27,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seal_runner.domains.knowledge.data import Article, load_articles
+from seal_runner.domains.knowledge.domain import HF_ENGINE
 from seal_runner.domains.knowledge.evaluate import (
+    article_accuracies,
     condition_accuracies,
-    macro_accuracy,
-    micro_accuracy,
+    mean_and_se,
+    mean_over_samples,
     paired_gain,
 )
-from seal_runner.domains.knowledge.pipeline import adapter_for, answer_units, train_adapters
-from seal_runner.domains.knowledge.report import plot_table2
+from seal_runner.domains.knowledge.pipeline import adapter_for, answer_logprobs, answer_units, train_adapters
+from seal_runner.domains.knowledge.report import difference_line, plot_table2
 from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.records import derive_seed, write_json
 from seal_runner.stages.common import RunContext, setup_run, versions
-from seal_runner.stats import bootstrap_mean_ci
+from seal_runner.stats import bootstrap_mean_ci, paired_difference
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,28 @@ class Row:
 
 def check_conditions(cfg: DictConfig) -> None:
     """Fail before any model load when a row of `conditions` is neither built in nor a key of
-    `selfedit_sources` (rows are open-ended: a preset can add sources, so this is no Enum)."""
+    `selfedit_sources` (rows are open-ended: a preset can add sources, so this is no Enum), when
+    `evaluate.compare` names a row that is not in `conditions`, or when `evaluate.likelihood` asks a
+    QA engine that cannot score gold answers."""
     allowed = [*BUILT_IN, *cfg.selfedit_sources]
     unknown = [name for name in cfg.conditions if name not in allowed]
     if unknown:
         raise InputError(
             f"conditions: {unknown} unknown; a row is built in ({', '.join(BUILT_IN)}) or a key of "
             f"selfedit_sources ({', '.join(cfg.selfedit_sources)})"
+        )
+    e = cfg.evaluate
+    if e.samples < 1:
+        raise InputError(f"evaluate.samples={e.samples}: at least one self-edit per article")
+    for pair in e.compare:
+        if len(pair) != 2 or any(name not in cfg.conditions for name in pair):
+            raise InputError(
+                f"evaluate.compare: {list(pair)} is not a pair of rows in conditions {list(cfg.conditions)}"
+            )
+    if e.likelihood and cfg.qa_engine._target_ != HF_ENGINE:
+        raise InputError(
+            "evaluate.likelihood scores gold answers by teacher forcing, which only the transformers "
+            f"engine does: add engine@qa_engine=hf (qa_engine is {cfg.qa_engine._target_})"
         )
 
 
@@ -93,22 +110,26 @@ def run(cfg: DictConfig) -> dict:
     for row in rows:
         by_policy[row.policy].append(row)
     timings: dict[str, float] = defaultdict(float)
-    edits: dict[str, dict[int, dict]] = {}
+    edits: dict[str, dict[tuple[int, int], dict]] = {}
     updates: dict[str, dict] = {}
     results: list[dict] = []
+    logprobs: dict[tuple[str, int], float] = {}
     for policy, policy_rows in by_policy.items():
-        policy_edits, updates, results = evaluate_policy_rows(ctx, policy, policy_rows, articles, timings)
-        edits |= policy_edits
+        measured = evaluate_policy_rows(ctx, policy, policy_rows, articles, timings)
+        edits |= measured.edits
+        updates, results = measured.updates, measured.results
+        logprobs |= measured.logprobs
     # updates and results are read back from the run's shared JSONL files: the last policy's call
     # returns every row's records.
 
-    summary = summarise(cfg, rows, articles, edits, updates, results, timings, started)
+    summary = summarise(cfg, rows, articles, edits, updates, results, logprobs, timings, started)
     summary["api_usage"] = ctx.log_api_usage()
     summary["plots"] = plots(summary, ctx.run_dir)
     write_json(ctx.run_dir / "summary.json", summary)
     ctx.tracker.log({f"acc/{c}": v["macro_accuracy"] for c, v in summary["conditions"].items()})
     for name, path in summary["plots"].items():
         ctx.tracker.image(f"plots/{name}", path)
+    accuracy = article_accuracies(results)
     for row in rows:
         if row.name not in edits:
             continue
@@ -116,17 +137,18 @@ def run(cfg: DictConfig) -> dict:
             f"self_edits/{row.name}",
             [
                 {
-                    "article": r["article"],
+                    "article": article,
+                    "sample": sample,
                     "title": r["title"],
                     "self_edit": r["text"],
-                    "acc_after": _article_acc(results, row.name, r["article"]),
-                    "acc_no_update": _article_acc(results, row.baseline, r["article"]),
+                    "acc_after": accuracy.get((sample_condition(row.name, sample), article)),
+                    "acc_no_update": accuracy.get((row.baseline, article)),
                 }
-                for r in edits[row.name].values()
+                for (article, sample), r in edits[row.name].items()
             ],
         )
     ctx.tracker.summary(
-        {k: v for k, v in summary.items() if k != "conditions"}
+        {k: v for k, v in summary.items() if k not in ("conditions", "comparisons")}
         | {f"{c}/macro_accuracy": v["macro_accuracy"] for c, v in summary["conditions"].items()}
     )
     ctx.tracker.finish()
@@ -134,10 +156,35 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
+@dataclass
+class Measured:
+    """What `evaluate_policy_rows` measured for one policy's rows."""
+
+    edits: dict[str, dict[tuple[int, int], dict]]  # row -> (article, sample) -> self-edit record
+    updates: dict[str, dict]  # every update on disk so far (the run's shared file)
+    results: list[dict]  # every graded answer on disk so far
+    logprobs: dict[tuple[str, int], float]  # (condition, article) -> mean answer log-prob, this call's
+
+
+def sample_condition(row: str, sample: int) -> str:
+    """The condition a row's graded answers carry for one self-edit sample: the row's name for sample
+    0 (a one-sample run writes the records it always did), `<row>_s<k>` for the others."""
+    return row if sample == 0 else f"{row}_s{sample}"
+
+
+def row_samples(row: Row, edits: dict[str, dict[tuple[int, int], dict]]) -> list[int]:
+    """The self-edit samples a row holds (a file source one, whatever `evaluate.samples` asks)."""
+    if row.name not in edits:
+        return [0]
+    return sorted({sample for _, sample in edits[row.name]})
+
+
 def evaluate_policy_rows(
     ctx: RunContext, policy: str, rows: list[Row], articles: list[Article], timings: dict[str, float]
-) -> tuple[dict[str, dict[int, dict]], dict[str, dict], list[dict]]:
-    """Every row that updates `policy`: its self-edits, inner updates and graded answers.
+) -> Measured:
+    """Every row that updates `policy`: its self-edits (`evaluate.samples` per article from a
+    sampling source), one inner update per self-edit, graded answers and, with
+    `evaluate.likelihood`, the gold answers' log-likelihoods.
 
     A policy other than the run's model also gets a no-update row (`<row>/no_update`), its baseline."""
     cfg = ctx.cfg
@@ -149,26 +196,34 @@ def evaluate_policy_rows(
             if row.source is not None:
                 out = ctx.run_dir / "self_edits" / f"{row.name}.jsonl"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                sampled = row.source.selfedits(cfg, engines.sampler, ctx.formatter, articles, out, policy)
-                edits[row.name] = {article: r for (article, sample), r in sampled.items() if sample == 0}
+                edits[row.name] = row.source.selfedits(
+                    cfg, engines.sampler, ctx.formatter, articles, out, policy, cfg.evaluate.samples
+                )
         timings["sampling_s"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         trained = [r for r in rows if r.name != "base"]
         jobs = [
-            InnerJob(
-                _update_key(r, a),
-                [f"{a.title}\n{a.context}"] if r.name == "passage" else edits[r.name][a.index]["sequences"],
-                derive_seed(cfg.seed, "inner", r.name, a.index),
+            (
+                sample_condition(r.name, s),
+                a,
+                InnerJob(
+                    _update_key(r, a, s),
+                    [f"{a.title}\n{a.context}"]
+                    if r.name == "passage"
+                    else edits[r.name][(a.index, s)]["sequences"],
+                    derive_seed(cfg.seed, "inner", r.name, a.index, *([s] if s else [])),
+                ),
             )
             for a in articles
             for r in trained
+            for s in row_samples(r, edits)
         ]
         updates = train_adapters(
             cfg,
             policy,
             ctx.tokenizer,
-            jobs,
+            [job for _, _, job in jobs],
             ctx.run_dir / "updates.jsonl",
             ctx.run_dir / "adapters",
             ctx.tracker,
@@ -181,58 +236,104 @@ def evaluate_policy_rows(
             units += [("base", a, None) for a in articles]
         if policy != ctx.model_path:
             units += [(r.baseline, a, None) for r in rows for a in articles]
-        for r in trained:
-            for a in articles:
-                adapter = adapter_for(updates.get(_update_key(r, a)), ctx.run_dir.name)
-                if adapter is not None:
-                    units.append((r.name, a, adapter))
+        for condition, a, job in jobs:
+            adapter = adapter_for(updates.get(job.key), ctx.run_dir.name)
+            if adapter is not None:
+                units.append((condition, a, adapter))
         results = answer_units(
             cfg, engines.qa, ctx.grader(), ctx.formatter, units, ctx.run_dir / "results.jsonl"
         )
         timings["eval_s"] += time.perf_counter() - t0
+        logprobs = {}
+        if cfg.evaluate.likelihood:
+            t0 = time.perf_counter()
+            logprobs = answer_logprobs(
+                engines.qa,
+                ctx.formatter,
+                units,
+                cfg.domain.topic_prefix,
+                ctx.run_dir / "answer_logprobs.jsonl",
+            )
+            timings["likelihood_s"] += time.perf_counter() - t0
     finally:
         engines.close()
-    return edits, updates, results
+    return Measured(edits, updates, results, logprobs)
 
 
-def _update_key(row: Row, article: Article) -> str:
-    """One (row, article) inner update's id: its record, adapter dir and graded answers carry it."""
-    return f"{row.name}-{article.index:04d}"
+def _update_key(row: Row, article: Article, sample: int = 0) -> str:
+    """One (row, article, sample) inner update's id: its record, adapter dir and answers carry it."""
+    return f"{row.name}-{article.index:04d}" + (f"-s{sample}" if sample else "")
 
 
-def _article_acc(results: list[dict], condition: str, article: int) -> float | None:
-    hits = [
-        r["correct"]
-        for r in results
-        if r["condition"] == condition and r["article"] == article and r["correct"] is not None
-    ]
-    return sum(hits) / len(hits) if hits else None
+def per_article(values: dict[tuple[str, int], float], row: Row, samples: list[int]) -> dict[int, float]:
+    """A row's value per article: the mean over its samples that were measured (a failed update
+    leaves its sample out; an article with none is absent)."""
+    return mean_over_samples(
+        [{a: v for (c, a), v in values.items() if c == sample_condition(row.name, s)} for s in samples]
+    )
 
 
-def summarise(cfg, rows, articles, edits, updates, results, timings, started) -> dict:
+def noise_floor(values: dict[tuple[str, int], float], row: Row, samples: list[int]) -> dict:
+    """Sample 1 - sample 0 of one row, paired over articles: how far two draws of the same writer
+    differ, the scale a difference between rows must clear."""
+    first, second = (per_article(values, row, [s]) for s in samples[:2])
+    return paired_difference(second, first).as_dict()
+
+
+def summarise(cfg, rows, articles, edits, updates, results, logprobs, timings, started) -> dict:
+    accuracy = article_accuracies(results)
+    by_row: dict[str, dict[int, float]] = {}
+    logprob_by_row: dict[str, dict[int, float]] = {}
     conditions = {}
     for row in rows:
-        mean, se, n = macro_accuracy(results, row.name)
-        _, low, high = bootstrap_mean_ci(list(condition_accuracies(results, row.name).values()))
+        samples = row_samples(row, edits)
+        values = by_row[row.name] = per_article(accuracy, row, samples)
+        mean, se = mean_and_se(list(values.values()))
+        _, low, high = bootstrap_mean_ci(list(values.values()))
+        sample_conditions = [sample_condition(row.name, s) for s in samples]
+        graded = [
+            bool(r["correct"])
+            for r in results
+            if r["condition"] in sample_conditions and r["correct"] is not None
+        ]
         conditions[row.name] = {
             "label": row.label,
             "macro_accuracy": mean,
             "se": se,
             "ci_low": low,
             "ci_high": high,
-            "articles": n,
-            "micro_accuracy": micro_accuracy(results, row.name),
+            "articles": len(values),
+            "micro_accuracy": sum(graded) / len(graded) if graded else float("nan"),
+            "samples": len(samples),
             "baseline": None,
             "gain": None,
             "policy": row.policy,
+            "per_article": values,
         }
+        c = conditions[row.name]
         if row.name != "base":
-            conditions[row.name] |= paired_gain(
-                condition_accuracies(results, row.name), condition_accuracies(results, row.baseline)
+            c |= paired_gain(values, condition_accuracies(results, row.baseline))
+            c["failed_updates"] = sum(
+                not updates.get(_update_key(row, a, s), {}).get("adapter") for a in articles for s in samples
             )
-            conditions[row.name]["failed_updates"] = sum(
-                not updates.get(_update_key(row, a), {}).get("adapter") for a in articles
-            )
+        if len(samples) > 1:
+            c["noise_floor"] = noise_floor(accuracy, row, samples)
+        if cfg.evaluate.likelihood:
+            scores = logprob_by_row[row.name] = per_article(logprobs, row, samples)
+            baseline = {a: v for (cond, a), v in logprobs.items() if cond == row.baseline}
+            m, lo, hi = bootstrap_mean_ci(list(scores.values()))
+            c["answer_logprob"] = {"mean_logprob": m, "ci_low": lo, "ci_high": hi, "per_article": scores}
+            if row.name != "base":
+                c["answer_logprob"]["gain"] = paired_difference(scores, baseline).as_dict()
+            if len(samples) > 1:
+                c["answer_logprob"]["noise_floor"] = noise_floor(logprobs, row, samples)
+    comparisons = {}
+    for a, b in cfg.evaluate.compare:
+        comparisons[f"{a} - {b}"] = {"accuracy": paired_difference(by_row[a], by_row[b]).as_dict()}
+        if cfg.evaluate.likelihood:
+            comparisons[f"{a} - {b}"]["answer_logprob"] = paired_difference(
+                logprob_by_row[a], logprob_by_row[b]
+            ).as_dict()
     trained = [u for u in updates.values() if u.get("adapter")]
     statuses = [e["status"] for row_edits in edits.values() for e in row_edits.values()]
     tokens = [e["num_tokens"] for row_edits in edits.values() for e in row_edits.values() if e["num_tokens"]]
@@ -244,6 +345,7 @@ def summarise(cfg, rows, articles, edits, updates, results, timings, started) ->
         "articles": len(articles),
         "questions": sum(len(a.questions) for a in articles),
         "conditions": conditions,
+        "comparisons": comparisons,
         "self_edits": {s: statuses.count(s) for s in sorted(set(statuses))},
         "mean_selfedit_tokens": sum(tokens) / max(1, len(tokens)),
         "inner_updates": len(trained),
@@ -266,24 +368,50 @@ def plots(summary: dict, run_dir: Path) -> dict[str, str]:
 
 def format_table(summary: dict) -> str:
     """The paper's Table 2 layout: one row per condition, its no-update baseline and the adapted
-    accuracy (macro over articles ± SE); baseline and gain cover the articles whose update succeeded
-    (`failed` counts the others). The closing line names the plots once `run` has drawn them."""
+    accuracy (macro over articles ± SE, over the mean of a row's self-edit samples); baseline and
+    gain cover the articles whose update succeeded (`failed` counts the others). With
+    `evaluate.likelihood`, each row's mean gold-answer log-prob; then the paired comparisons of
+    `evaluate.compare`. The closing line names the plots once `run` has drawn them."""
+    scored = any("answer_logprob" in c for c in summary["conditions"].values())
+    width = max([36, *(len(c["label"]) for c in summary["conditions"].values())])
     lines = [
         f"\n{summary['experiment']}: {summary['articles']} articles, {summary['questions']} questions "
         f"(macro accuracy over articles ± SE; no update and gain paired on the updated articles)",
-        f"{'condition':<36} {'no update':>9} {'adapted':>8} {'± SE':>6} {'gain':>7} {'failed':>6}",
+        f"{'condition':<{width}} {'no update':>9} {'adapted':>8} {'± SE':>6} {'gain':>7} {'failed':>6} {'n':>3}"
+        + (f" {'log-prob [95% CI]':>26}" if scored else ""),
     ]
     for c in summary["conditions"].values():
         baseline = "" if c["baseline"] is None else f"{100 * c['baseline']:.1f}%"
         gain = "" if c["gain"] is None else f"{100 * c['gain']:+.1f}"
-        lines.append(
-            f"{c['label']:<36} {baseline:>9} {100 * c['macro_accuracy']:>7.1f}% {100 * c['se']:>6.1f} "
-            f"{gain:>7} {c.get('failed_updates', ''):>6}"
+        line = (
+            f"{c['label']:<{width}} {baseline:>9} {100 * c['macro_accuracy']:>7.1f}% {100 * c['se']:>6.1f} "
+            f"{gain:>7} {c.get('failed_updates', ''):>6} {c['samples']:>3}"
         )
+        if "answer_logprob" in c:
+            lp = c["answer_logprob"]
+            line += f" {lp['mean_logprob']:>8.3f} [{lp['ci_low']:.3f}, {lp['ci_high']:.3f}]"
+        lines.append(line)
+    if summary.get("comparisons"):
+        lines.append(
+            "paired differences a - b over articles [95% CI] (accuracy in points; log-prob in nats/token):"
+        )
+        for name, diff in summary["comparisons"].items():
+            lines.append(difference_line(name, diff["accuracy"], 100, 1, " pts"))
+            if "answer_logprob" in diff:
+                lines.append(difference_line(f"{name} (log-prob)", diff["answer_logprob"], 1, 3, ""))
+    floors = {n: c for n, c in summary["conditions"].items() if "noise_floor" in c}
+    if floors:
+        lines.append("noise floor, sample 1 - sample 0 of the same row [95% CI]:")
+        for name, c in floors.items():
+            lines.append(difference_line(name, c["noise_floor"], 100, 1, " pts"))
+            if "noise_floor" in c.get("answer_logprob", {}):
+                lines.append(
+                    difference_line(f"{name} (log-prob)", c["answer_logprob"]["noise_floor"], 1, 3, "")
+                )
     drawn = summary.get("plots")
     lines.append(
-        f"inner update: {summary['seconds_per_inner_update']:.1f} s each ({summary['lora_mode']}), "
-        f"total {summary['timings']['total_s']:.0f} s"
+        f"n = self-edits per article; inner update: {summary['seconds_per_inner_update']:.1f} s each "
+        f"({summary['lora_mode']}), total {summary['timings']['total_s']:.0f} s"
         + (f"; plots: {', '.join(drawn.values())}" if drawn else "")
     )
     return "\n".join(lines)

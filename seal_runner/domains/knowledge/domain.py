@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seal_runner.choices import Reward
 from seal_runner.domains.knowledge.data import Article, load_articles
-from seal_runner.domains.knowledge.evaluate import article_accuracies, mean_and_se
+from seal_runner.domains.knowledge.evaluate import article_accuracies, mean_and_se, mean_over_samples
 from seal_runner.domains.knowledge.pipeline import (
     adapter_for,
     answer_logprobs,
@@ -26,7 +26,13 @@ from seal_runner.domains.knowledge.pipeline import (
     sample_selfedits,
     train_adapters,
 )
-from seal_runner.domains.knowledge.report import comparisons, plot_round_curve, plot_table2, table2_rows
+from seal_runner.domains.knowledge.report import (
+    comparisons,
+    difference_line,
+    plot_round_curve,
+    plot_table2,
+    table2_rows,
+)
 from seal_runner.engines.base import LoraAdapter
 from seal_runner.errors import InputError
 from seal_runner.lora.trainer import InnerJob
@@ -36,7 +42,7 @@ from seal_runner.stats import bootstrap_mean_ci, paired_difference
 
 log = logging.getLogger(__name__)
 
-LONG_DEMO = "seal-run experiment=demo/seal_effect_cpu"
+LONG_DEMO = "seal-run experiment=demo/seal_effect_cpu domain.n_articles=20"
 HF_ENGINE = "seal_runner.engines.hf_engine.HFEngine"
 
 
@@ -271,7 +277,7 @@ def _per_condition(values: dict[tuple[str, int], float], r: DictConfig) -> tuple
     """Per-article values of base, selfedit (mean over the held-out samples) and passage (when
     measured); and each self-edit sample's own values (the noise floor's inputs)."""
     samples = [_accuracies(values, f"selfedit{_sample_suffix(s)}") for s in range(r.heldout_samples)]
-    out = {"base": _accuracies(values, "base"), "selfedit": _mean_over_samples(samples)}
+    out = {"base": _accuracies(values, "base"), "selfedit": mean_over_samples(samples)}
     if r.heldout_passage:
         out["passage"] = _accuracies(values, "passage")
     return out, samples
@@ -279,16 +285,6 @@ def _per_condition(values: dict[tuple[str, int], float], r: DictConfig) -> tuple
 
 def _accuracies(accuracy: dict[tuple[str, int], float], condition: str) -> dict[int, float]:
     return {article: acc for (c, article), acc in accuracy.items() if c == condition}
-
-
-def _mean_over_samples(samples: list[dict[int, float]]) -> dict[int, float]:
-    """Per article, the mean over the samples whose update succeeded."""
-    articles = sorted({a for sample in samples for a in sample})
-    return {
-        a: sum(values) / len(values)
-        for a in articles
-        if (values := [sample[a] for sample in samples if a in sample])
-    }
 
 
 def _accuracy_summary(per_article: dict[int, float]) -> dict:
@@ -525,7 +521,7 @@ def format_table(summary: dict) -> str:
             f"{reward:>24} {r.get('chosen', ''):>5}"
         )
     lines.append("paired differences (a - b over the same articles) [95% CI]:")
-    lines += [_difference_line(name, diff, 100, 1, " pts") for name, diff in summary["comparisons"].items()]
+    lines += [difference_line(name, diff, 100, 1, " pts") for name, diff in summary["comparisons"].items()]
     if summary.get("likelihood_comparisons"):
         lines.append(
             "gold-answer log-likelihood (mean log-prob per answer token, no context) [95% CI]: "
@@ -540,18 +536,11 @@ def format_table(summary: dict) -> str:
             )
         )
         lines.append("  paired log-likelihood differences (a - b, nats per answer token) [95% CI]:")
-        lines += [_difference_line(n, d, 1, 3, "") for n, d in summary["likelihood_comparisons"].items()]
+        lines += [difference_line(n, d, 1, 3, "") for n, d in summary["likelihood_comparisons"].items()]
     lines.append(
         f"total {summary['total_s']:.0f} s; final policy (after round {summary['final_policy_round']}): "
         f"{summary['final_policy']}; plots: {', '.join(summary['plots'].values())}"
     )
     if summary["experiment"] != "demo_seal_effect_cpu":
-        lines.append(f"the long SEAL-effect demo (about 2.5 h on 2 cores): {LONG_DEMO}")
+        lines.append(f"the long SEAL-effect demo (about 3 h on 2 cores, measured): {LONG_DEMO}")
     return "\n".join(lines)
-
-
-def _difference_line(name: str, diff: dict, scale: float, digits: int, unit: str) -> str:
-    """`  name  +1.0 pts [-2.0, +4.0], 20 articles (within noise)`: a paired difference, scaled."""
-    noise = " (within noise)" if diff["within_noise"] else ""
-    mean, low, high = (scale * diff[k] for k in ("mean", "ci_low", "ci_high"))
-    return f"  {name:<38} {mean:+.{digits}f}{unit} [{low:+.{digits}f}, {high:+.{digits}f}], {diff['n']} articles{noise}"

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from seal_runner.domains.knowledge.data import Article
+from seal_runner.domains.knowledge.records import Answer
 from seal_runner.engines.base import Engine, LoraAdapter, Sampling
 from seal_runner.graders.base import GradeItem, Grader
 from seal_runner.prompts import qa_prompt
@@ -27,7 +28,7 @@ def answer_questions(
 ) -> list[dict]:
     """Greedy answers for every (condition, article, adapter) unit in one engine call, graded.
 
-    Returns one record per question: condition, article, question index, gold, prediction, verdict.
+    Returns one `Answer` record per question.
     """
     prompts, adapters, meta = [], [], []
     for condition, article, adapter in units:
@@ -40,16 +41,9 @@ def answer_questions(
     items = [GradeItem(m[3], m[4], c.text.strip()) for m, c in zip(meta, completions, strict=True)]
     verdicts = grader.grade(items)
     return [
-        {
-            "condition": condition,
-            "article": article.index,
-            "title": article.title,
-            "question_index": qi,
-            "question": question,
-            "gold": gold,
-            "prediction": item.prediction,
-            "correct": verdict.correct,
-        }
+        Answer(
+            condition, article.index, article.title, qi, question, gold, item.prediction, verdict.correct
+        ).to_json()
         for (condition, article, qi, question, gold), item, verdict in zip(meta, items, verdicts, strict=True)
     ]
 
@@ -109,3 +103,13 @@ def paired_gain(adapted: Mapping[int, float], baseline: Mapping[int, float]) -> 
 def micro_accuracy(records: Sequence[dict], condition: str) -> float:
     graded = [bool(r["correct"]) for r in records if r["condition"] == condition and r["correct"] is not None]
     return sum(graded) / len(graded) if graded else float("nan")
+
+
+def mean_over_samples(samples: list[dict[int, float]]) -> dict[int, float]:
+    """Per article, the mean over the samples whose update succeeded."""
+    articles = sorted({a for sample in samples for a in sample})
+    return {
+        a: sum(values) / len(values)
+        for a in articles
+        if (values := [sample[a] for sample in samples if a in sample])
+    }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,19 @@ from omegaconf import DictConfig, OmegaConf
 from seal_runner.domains.knowledge.data import Article
 from seal_runner.domains.knowledge.evaluate import answer_questions
 from seal_runner.domains.knowledge.proxy import answer_pairs
+from seal_runner.domains.knowledge.records import (
+    AnswerLogprob,
+    SelfEdit,
+    answer_key,
+    selfedit_key,
+)
 from seal_runner.domains.knowledge.selfedit import drop_cut_line, selfedit_to_sequences
 from seal_runner.engines.base import LoraAdapter, Sampling
 from seal_runner.errors import InputError
-from seal_runner.inner import train_and_record
+from seal_runner.inner import SkippedUpdate, train_and_record, update_key
 from seal_runner.lora.trainer import InnerJob
 from seal_runner.prompts import PromptFormatter, selfedit_prompt
-from seal_runner.records import append_jsonl, derive_seed, read_jsonl
+from seal_runner.records import ResumableLog, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +87,8 @@ def sample_selfedits(
 ) -> dict[tuple[int, int], dict]:
     """`samples` self-edits per article, each seeded from (run seed, seed_tag, article, sample);
     `sampling` defaults to the run's, `split_newlines` (see `sequences_for`) to the domain's."""
-    done = {(r["article"], r["sample"]): r for r in read_jsonl(path)}
-    todo = [(a, s) for a in articles for s in range(samples) if (a.index, s) not in done]
+    edits = ResumableLog(path, key=selfedit_key)
+    todo = edits.todo([(a, s) for a in articles for s in range(samples)], key=lambda u: (u[0].index, u[1]))
     if todo:
         formatter = prompt_formatter(engine, formatter)
         prompts = [selfedit_prompt_for(cfg, formatter, a) for a, _ in todo]
@@ -93,8 +99,7 @@ def sample_selfedits(
         for (a, s), prompt, c in zip(todo, prompts, completions, strict=True):
             cut_off = c.finish_reason == "length"
             new.append(selfedit_record(cfg, a, s, prompt, c.text, c.num_tokens, cut_off, split_newlines))
-        append_jsonl(path, new)
-        done.update({(r["article"], r["sample"]): r for r in new})
+        edits.append(new)
         statuses = Counter(r["status"] for r in new)
         cut = sum(r.get("cut_line_dropped", False) for r in new)
         if statuses["empty"] or statuses["truncated"]:
@@ -108,7 +113,7 @@ def sample_selfedits(
                 sampling.max_tokens,
                 cut,
             )
-    return done
+    return edits.done
 
 
 def selfedit_record(
@@ -128,19 +133,18 @@ def selfedit_record(
     dropped = cut and cfg.domain.drop_cut_line and bool(text)
     if dropped:
         text = drop_cut_line(raw)
-    record = {
-        "article": article.index,
-        "sample": sample,
-        "title": article.title,
-        "prompt": prompt,
-        "text": text,
-        "num_tokens": num_tokens,
-        "status": "empty" if not text else ("truncated" if cut else "ok"),
-        "sequences": sequences_for(cfg, article, text, split_newlines),
-    }
-    if dropped:
-        record |= {"cut_line_dropped": True, "raw_text": raw.strip()}
-    return record
+    return SelfEdit(
+        article.index,
+        sample,
+        article.title,
+        prompt,
+        text,
+        num_tokens,
+        "empty" if not text else ("truncated" if cut else "ok"),
+        sequences_for(cfg, article, text, split_newlines),
+        cut_line_dropped=dropped,
+        raw_text=raw.strip() if dropped else None,
+    ).to_json()
 
 
 def train_adapters(
@@ -148,22 +152,17 @@ def train_adapters(
 ) -> dict[str, dict]:
     """Inner updates for jobs not yet recorded (see `train_and_record`); a job with no sequences is
     recorded as failed."""
-    done = {r["key"]: r for r in read_jsonl(path)}
-    todo = []
-    for job in jobs:
-        if job.key in done:
-            continue
-        if not job.sequences:
-            record = {"key": job.key, "failed": "self-edit produced no training sequences", "adapter": None}
-            append_jsonl(path, [record])
-            done[job.key] = record
-            log.warning(
-                "%s: inner job %s skipped: its self-edit produced no training sequences", path, job.key
-            )
-        else:
-            todo.append(job)
+    updates = ResumableLog(path, key=update_key)
+    todo = updates.todo(jobs, key=lambda job: job.key)
+    empty = [job for job in todo if not job.sequences]
+    updates.append(
+        [SkippedUpdate(job.key, "self-edit produced no training sequences").to_json() for job in empty]
+    )
+    for job in empty:
+        log.warning("%s: inner job %s skipped: its self-edit produced no training sequences", path, job.key)
+    todo = [job for job in todo if job.sequences]
     if not todo:
-        return done
+        return updates.done
     new = train_and_record(
         cfg,
         model_path,
@@ -174,8 +173,7 @@ def train_adapters(
         tracker,
         lambda job: {"sequences": len(job.sequences)},
     )
-    done.update({r["key"]: r for r in new})
-    return done
+    return updates.done | {update_key(r): r for r in new}
 
 
 def answer_units(
@@ -189,9 +187,8 @@ def answer_units(
     """Graded answers for every (condition, article, adapter) unit not yet fully on disk; returns all
     records. A unit missing some answers (its last line torn by an interrupted write) is answered
     again and only the missing questions are appended, so no answer is lost or recorded twice."""
-    records = read_jsonl(path)
-    graded = _graded(records)
-    todo = [u for u in units if not _fully_graded(u, graded)]
+    answers = ResumableLog(path, key=answer_key)
+    todo = [u for u in units if not _fully_graded(u, answers.done)]
     if todo:
         new = answer_questions(
             engine,
@@ -201,10 +198,8 @@ def answer_units(
             cfg.domain.qa_max_tokens,
             cfg.domain.topic_prefix,
         )
-        new = [r for r in new if (r["condition"], r["article"], r["question_index"]) not in graded]
-        append_jsonl(path, new)
-        records += new
-    return records
+        answers.append(answers.todo(new, key=answer_key))
+    return answers.records
 
 
 def answer_logprobs(
@@ -212,33 +207,35 @@ def answer_logprobs(
 ) -> dict[tuple[str, int], float]:
     """Per (condition, article): the mean over its questions of the mean log-probability per
     gold-answer token under the unit's adapter, teacher-forced with the QA prompt the graded answers
-    use. Needs an engine that scores (`qa_engine=hf`); resumable per question like `answer_units`."""
-    if not hasattr(engine, "answer_logprobs"):
-        raise InputError(
-            f"{type(engine).__name__} cannot score gold answers; the likelihood reward and held-out "
-            "answer log-likelihoods need qa_engine=hf"
+    use. Needs an engine that scores (`qa_engine=hf`); resumable per question like `answer_units`
+    (with every score on disk the engine is not touched, so a lazy one is never built)."""
+    scored = ResumableLog(path, key=answer_key)
+    todo = [
+        (condition, article, adapter, qi)
+        for condition, article, adapter in units
+        for qi in range(len(article.questions))
+        if (condition, article.index, qi) not in scored.done
+    ]
+    if todo:
+        if not hasattr(engine, "answer_logprobs"):
+            raise InputError(
+                f"{type(engine).__name__} cannot score gold answers; the likelihood reward and held-out "
+                "answer log-likelihoods need qa_engine=hf"
+            )
+        formatter = prompt_formatter(engine, formatter)
+        by_article = {a.index: answer_pairs(formatter, a, None, topic_prefix) for _, a, _, _ in todo}
+        values = engine.answer_logprobs(
+            [by_article[a.index][qi] for _, a, _, qi in todo], [adapter for _, _, adapter, _ in todo]
         )
-    records = read_jsonl(path)
-    scored = _graded(records)
-    pairs, adapters, meta = [], [], []
-    formatter = prompt_formatter(engine, formatter)
-    for condition, article, adapter in units:
-        for qi, pair in enumerate(answer_pairs(formatter, article, None, topic_prefix)):
-            if (condition, article.index, qi) not in scored:
-                pairs.append(pair)
-                adapters.append(adapter)
-                meta.append((condition, article.index, qi))
-    if pairs:
-        values = engine.answer_logprobs(pairs, adapters)
-        new = [
-            {"condition": c, "article": a, "question_index": qi, "logprob": v}
-            for (c, a, qi), v in zip(meta, values, strict=True)
-        ]
-        append_jsonl(path, new)
-        records += new
+        scored.append(
+            [
+                AnswerLogprob(c, a.index, qi, v).to_json()
+                for (c, a, _, qi), v in zip(todo, values, strict=True)
+            ]
+        )
     by_unit: dict[tuple[str, int], list[float]] = {}
     wanted = {(condition, article.index) for condition, article, _ in units}
-    for r in records:
+    for r in scored.records:
         if (r["condition"], r["article"]) in wanted:
             by_unit.setdefault((r["condition"], r["article"]), []).append(r["logprob"])
     return {key: sum(v) / len(v) for key, v in by_unit.items()}
@@ -247,15 +244,13 @@ def answer_logprobs(
 def unanswered(units: list[tuple[str, Article, LoraAdapter | None]], records: list[dict]) -> list:
     """The units `answer_units` would still answer given these records (lets a caller skip building
     an engine when nothing is left)."""
-    graded = _graded(records)
+    graded = {answer_key(r) for r in records}
     return [u for u in units if not _fully_graded(u, graded)]
 
 
-def _graded(records: list[dict]) -> set[tuple[str, int, int]]:
-    return {(r["condition"], r["article"], r["question_index"]) for r in records}
-
-
-def _fully_graded(unit: tuple[str, Article, LoraAdapter | None], graded: set[tuple[str, int, int]]) -> bool:
+def _fully_graded(
+    unit: tuple[str, Article, LoraAdapter | None], graded: Container[tuple[str, int, int]]
+) -> bool:
     condition, article, _ = unit
     return all((condition, article.index, q) in graded for q in range(len(article.questions)))
 

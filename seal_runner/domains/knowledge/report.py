@@ -175,3 +175,10 @@ def plot_table2(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def difference_line(name: str, diff: dict, scale: float, digits: int, unit: str) -> str:
+    """`  name  +1.0 pts [-2.0, +4.0], 20 articles (within noise)`: a paired difference, scaled."""
+    noise = " (within noise)" if diff["within_noise"] else ""
+    mean, low, high = (scale * diff[k] for k in ("mean", "ci_low", "ci_high"))
+    return f"  {name:<38} {mean:+.{digits}f}{unit} [{low:+.{digits}f}, {high:+.{digits}f}], {diff['n']} articles{noise}"

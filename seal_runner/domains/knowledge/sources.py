@@ -2,9 +2,9 @@
 
 The paper's single-passage table compares self-edits written by the base model, by GPT-4.1 and by
 the RL-trained policy. A row is a source plus the model its inner updates start from: GPT-4.1 and
-file self-edits are applied to the run's model, while a trained policy is both the writer and the
-inner-loop base (its own no-update accuracy is the row's baseline, as in the paper's
-"baseline -> adapted" columns). Each source is a `_target_` in `selfedit_sources.<name>` so the
+file self-edits are applied to the run's model, while a trained policy is by default both the writer
+and the inner-loop base (its own no-update accuracy is the row's baseline, as in the paper's
+"baseline -> adapted" columns), or with `learner: run` a writer only. Each source is a `_target_` in `selfedit_sources.<name>` so the
 stage never branches on the kind.
 
 A sampling source may carry its own `sampling` keys over the run's: the reference asked GPT-4.1
@@ -23,11 +23,13 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from seal_runner.choices import Learner
 from seal_runner.domains.knowledge.data import Article, DataError
 from seal_runner.domains.knowledge.pipeline import sample_selfedits, selfedit_sampling, sequences_for
-from seal_runner.engines.base import Sampling
+from seal_runner.domains.knowledge.records import SelfEdit, selfedit_key
+from seal_runner.engines.base import LazyEngine, Sampling
 from seal_runner.errors import InputError
-from seal_runner.records import append_jsonl, read_jsonl
+from seal_runner.records import ResumableLog, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +46,58 @@ def sampling_overrides(label: str, sampling: Mapping[str, Any] | None) -> dict[s
     return overrides
 
 
+def sample_with_own_engine(
+    cfg: DictConfig,
+    engine_cfg: DictConfig,
+    model_path: str,
+    formatter,
+    articles: list[Article],
+    samples: int,
+    out: Path,
+    sampling: Sampling,
+) -> dict[tuple[int, int], dict]:
+    """Self-edits from an engine of the source's own, built only when one is missing from `out`
+    and closed once they are sampled."""
+    engine = LazyEngine(
+        lambda: instantiate(
+            engine_cfg,
+            model_path=model_path,
+            max_model_len=cfg.model.max_model_len,
+            dtype=cfg.model.dtype,
+            seed=cfg.seed,
+        )
+    )
+    try:
+        return sample_selfedits(cfg, engine, formatter, articles, samples, out, out.stem, sampling)
+    finally:
+        engine.close()
+
+
 class PolicySource:
-    """Self-edits sampled by a local model that is also the row's inner-loop base.
+    """Self-edits sampled by a local model.
 
     `path=None` is the run's own model (the "base model self-edits" row); a path names a trained
-    policy, e.g. `<restem run>/round_1/policy` (the paper's "SEAL" row)."""
+    policy, e.g. `<restem run>/round_1/policy`. `learner=writer` (the paper's "SEAL" row): that
+    policy is also the row's inner-loop base; `learner=run`: the run's model learns its self-edits,
+    as it learns GPT-4.1's, so the policy is judged as a writer alone, apart from what its training
+    did to its own knowledge (choices.Learner). Such a writer samples with its own `engine`."""
 
     def __init__(
-        self, label: str, path: str | None = None, sampling: Mapping[str, Any] | None = None
+        self,
+        label: str,
+        path: str | None = None,
+        sampling: Mapping[str, Any] | None = None,
+        learner: str = Learner.writer,
     ) -> None:
         self.label, self.path = label, path
         self.sampling = sampling_overrides(label, sampling)
+        if learner not in Learner.values():
+            raise InputError(
+                f"selfedit source {label!r}: learner={learner!r}; choose from {', '.join(Learner.values())}"
+            )
+        self.learner = Learner(learner)
 
-    def policy_path(self, run_model: str) -> str:
+    def writer_path(self, run_model: str) -> str:
         if self.path is None:
             return run_model
         path = Path(self.path).expanduser()
@@ -66,6 +107,10 @@ class PolicySource:
                 "point it at a restem run's round_<r>/policy directory"
             )
         return str(path)
+
+    def policy_path(self, run_model: str) -> str:
+        """The model this row updates and questions."""
+        return self.writer_path(run_model) if self.learner == Learner.writer else run_model
 
     def selfedits(
         self,
@@ -77,8 +122,13 @@ class PolicySource:
         model_path: str,
         samples: int = 1,
     ) -> dict[tuple[int, int], dict]:
+        """`sampler` serves `model_path`, the row's learner; a writer that is another model gets an
+        engine of its own (`cfg.engine`) for as long as it samples."""
         sampling = selfedit_sampling(cfg, self.sampling)
-        return sample_selfedits(cfg, sampler, formatter, articles, samples, out, out.stem, sampling)
+        writer = self.writer_path(model_path)
+        if writer == model_path:
+            return sample_selfedits(cfg, sampler, formatter, articles, samples, out, out.stem, sampling)
+        return sample_with_own_engine(cfg, cfg.engine, writer, formatter, articles, samples, out, sampling)
 
 
 class EngineSource:
@@ -102,21 +152,10 @@ class EngineSource:
         model_path: str,
         samples: int = 1,
     ) -> dict[tuple[int, int], dict]:
-        wanted = {(a.index, s) for a in articles for s in range(samples)}
-        if {(r["article"], r["sample"]) for r in read_jsonl(out)} >= wanted:  # all on disk: no engine
-            return sample_selfedits(cfg, None, formatter, articles, samples, out, out.stem)
-        engine = instantiate(
-            self.engine_cfg,
-            model_path=model_path,
-            max_model_len=cfg.model.max_model_len,
-            dtype=cfg.model.dtype,
-            seed=cfg.seed,
+        sampling = selfedit_sampling(cfg, self.sampling)
+        return sample_with_own_engine(
+            cfg, self.engine_cfg, model_path, formatter, articles, samples, out, sampling
         )
-        try:
-            sampling = selfedit_sampling(cfg, self.sampling)
-            return sample_selfedits(cfg, engine, formatter, articles, samples, out, out.stem, sampling)
-        finally:
-            engine.close()
 
 
 class FileSource:
@@ -140,8 +179,8 @@ class FileSource:
         samples: int = 1,
     ) -> dict[tuple[int, int], dict]:
         """One self-edit per article whatever `samples` asks: the file holds what it holds."""
-        done = {(r["article"], 0): r for r in read_jsonl(out)}
-        todo = [a for a in articles if (a.index, 0) not in done]
+        edits = ResumableLog(out, key=selfedit_key)
+        todo = edits.todo(articles, key=lambda a: (a.index, 0))
         if todo:
             by_title, by_index = self._read()
             new = []
@@ -149,26 +188,15 @@ class FileSource:
                 record = by_title.get(a.title) or (by_index.get(a.index) if not by_title else None)
                 text = (record or {}).get("text", "").strip()
                 status = "ok" if text else "missing"
-                new.append(
-                    {
-                        "article": a.index,
-                        "sample": 0,
-                        "title": a.title,
-                        "prompt": None,
-                        "text": text,
-                        "num_tokens": None,
-                        "status": status,
-                        "sequences": sequences_for(cfg, a, text) if text else [],
-                    }
-                )
+                sequences = sequences_for(cfg, a, text) if text else []
+                new.append(SelfEdit(a.index, 0, a.title, None, text, None, status, sequences).to_json())
             missing = [r["title"] for r in new if r["status"] == "missing"]
             if len(missing) == len(articles):
                 raise DataError(f"{self.path}: no self-edit matches any of the {len(articles)} articles")
             if missing:
                 log.warning("%s: no self-edit for %d articles: %s", self.path, len(missing), missing[:5])
-            append_jsonl(out, new)
-            done.update({(r["article"], 0): r for r in new})
-        return done
+            edits.append(new)
+        return edits.done
 
     def _read(self) -> tuple[dict[str, dict], dict[int, dict]]:
         file = Path(self.path).expanduser()
