@@ -12,15 +12,21 @@ seeded adapter init, so only the engineering differs between the two paths.
   fast:      one resident base, K adapters per forward/backward, unpadded batches, all adapters
              evaluated in one generate call
 
-Prints updates/minute for each and the ratio, QA accuracy for each and the paired difference with a
-95% confidence interval over articles, peak memory; writes a JSON.
+`--paths fast,fast-bf16` instead compares the fast path with itself under bf16 autocast
+(`lora.autocast=bfloat16`): same jobs, same seeds, one process.
+
+Prints updates/minute for each path and the ratio (second over first), QA accuracy for each and the
+paired difference (second − first) with a 95% confidence interval over articles, peak memory; writes
+a JSON.
 
   python scripts/bench_inner_loop.py --articles 8 --epochs 10 --k 8 --reference-max-length 2048
+  python scripts/bench_inner_loop.py --paths fast,fast-bf16 --epochs 3 --lr 3e-3
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -31,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from seal_runner.choices import LoraMode, LossNormalization
-from seal_runner.config import LoraConfig
+from seal_runner.choices import Autocast, LoraMode, LossNormalization
+from seal_runner.config import ALL_PROJECTIONS, LoraConfig
 from seal_runner.domains.knowledge.data import load_articles
 from seal_runner.domains.knowledge.evaluate import answer_questions, article_accuracies, mean_and_se
 from seal_runner.domains.knowledge.selfedit import selfedit_to_sequences
@@ -135,13 +141,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--targets", default="q_proj,v_proj")
+    parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated, or all")
+    parser.add_argument("--batch-size", type=int, default=1, help="the reference path needs 1")
     parser.add_argument("--reference-max-length", type=int, default=2048)
     parser.add_argument(
         "--reference-masks-pads",
         action="store_true",
         help="mask the reference's pads and use mean-over-tokens loss on both paths: isolates the "
         "engineering (same update, less compute) from the padding defect",
+    )
+    parser.add_argument(
+        "--paths",
+        default="reference,fast",
+        help="the two paths to compare, in order: two of reference, fast, fast-bf16",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
@@ -158,10 +170,10 @@ def main() -> None:
     common = dict(
         rank=args.rank,
         alpha=2.0 * args.rank,
-        target_modules=args.targets.split(","),
+        target_modules=ALL_PROJECTIONS if args.targets == "all" else args.targets.split(","),
         lr=args.lr,
         epochs=args.epochs,
-        batch_size=1,
+        batch_size=args.batch_size,
         max_length=args.reference_max_length,
         loss_normalization=LossNormalization.tokens
         if args.reference_masks_pads
@@ -177,6 +189,14 @@ def main() -> None:
     fast = LoraConfig(
         mode=LoraMode.fast, append_eos=not args.reference_masks_pads, adapters_per_batch=args.k, **common
     )
+    configs = {
+        "reference": reference,
+        "fast": fast,
+        "fast-bf16": dataclasses.replace(fast, autocast=Autocast.bfloat16),
+    }
+    names = args.paths.split(",")
+    if len(names) != 2 or not set(names) <= set(configs) or names[0] == names[1]:
+        parser.error(f"--paths takes two different paths of {sorted(configs)}, got {args.paths!r}")
     engine = HFEngine(path, max_loras=args.k, max_lora_rank=args.rank, device=args.device, dtype=args.dtype)
 
     print(
@@ -186,14 +206,12 @@ def main() -> None:
     base = answer_questions(
         engine, LexicalGrader(args.rule), formatter, [("base", a, None) for a in articles], 64
     )
-    results = {"fast": run_path("fast", fast, jobs, articles, args, path, tokenizer, engine, formatter)}
-    results["reference"] = run_path(
-        "reference", reference, jobs, articles, args, path, tokenizer, engine, formatter
-    )
-
-    diffs = [
-        results["fast"]["per_article"].get(k, 0.0) - v for k, v in results["reference"]["per_article"].items()
-    ]
+    first, second = names
+    results = {
+        name: run_path(name, configs[name], jobs, articles, args, path, tokenizer, engine, formatter)
+        for name in (second, first)  # the second path first, as before --paths existed
+    }
+    diffs = [results[second]["per_article"].get(k, 0.0) - v for k, v in results[first]["per_article"].items()]
     diff_mean, diff_se = mean_and_se(diffs)
     report = {
         "args": vars(args),
@@ -202,13 +220,13 @@ def main() -> None:
             name: r | {"accuracy": mean_and_se(list(r["per_article"].values()))[0]}
             for name, r in results.items()
         },
-        "speedup_updates_per_minute": results["fast"]["updates_per_minute"]
-        / results["reference"]["updates_per_minute"],
-        "speedup_eval": results["reference"]["eval_seconds"] / results["fast"]["eval_seconds"],
-        "accuracy_diff_fast_minus_reference": diff_mean,
+        "speedup_updates_per_minute": results[second]["updates_per_minute"]
+        / results[first]["updates_per_minute"],
+        "speedup_eval": results[first]["eval_seconds"] / results[second]["eval_seconds"],
+        f"accuracy_diff_{second}_minus_{first}": diff_mean,
         "accuracy_diff_ci95": [diff_mean - 1.96 * diff_se, diff_mean + 1.96 * diff_se],
     }
-    for name in ("reference", "fast"):
+    for name in names:
         r = report[name]
         print(
             f"{name:<10} {r['updates_per_minute']:8.2f} updates/min  {r['seconds_per_update']:7.2f} s/update  "
@@ -220,7 +238,7 @@ def main() -> None:
     )
     lo, hi = report["accuracy_diff_ci95"]
     print(
-        f"accuracy fast - reference: {100 * diff_mean:+.1f} pts (95% CI {100 * lo:+.1f} .. {100 * hi:+.1f})"
+        f"accuracy {second} - {first}: {100 * diff_mean:+.1f} pts (95% CI {100 * lo:+.1f} .. {100 * hi:+.1f})"
     )
     print(f"peak RSS {peak_rss_gb():.2f} GB")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,23 @@ class LossNormalization(Choice):
     reference = "reference"
 
 
+class Autocast(Choice):
+    """`lora.autocast`: the inner update's forward pass in the weights' dtype (none), or under bf16
+    autocast (bfloat16) with the LoRA weights, optimizer state and loss kept in fp32; lora/trainer.py."""
+
+    none = "none"
+    bfloat16 = "bfloat16"
+
+
+class AttnImplementation(Choice):
+    """`lora.attn_implementation`: the attention kernel of the inner update's base model, as
+    transformers names it. On CPU `eager` trains faster than `sdpa` (whose flash-attention backward is
+    slow there, in bf16 above all); RESULTS.md, "Inner loop"."""
+
+    sdpa = "sdpa"
+    eager = "eager"
+
+
 class LrSchedule(Choice):
     """`lora.lr_schedule`: linear decay (knowledge) or cosine after warmup (ARC); lora/optim.py."""
 

@@ -21,6 +21,8 @@ from omegaconf import II, MISSING
 
 from seal_runner.choices import (
     ArcSource,
+    AttnImplementation,
+    Autocast,
     EvalQueryRule,
     GridFormatName,
     LoraMode,
@@ -281,6 +283,9 @@ class LoraConfig:
     # (the reference's ARC TTT restores one initial A before each update)
     init_seed: int | None = None
     max_tokens_per_forward: int = 4096  # padded tokens per forward pass (rows length-bucketed)
+    # none | bfloat16: the forward pass under bf16 autocast, LoRA weights and loss in fp32 (RESULTS.md)
+    autocast: Autocast = Autocast.none
+    attn_implementation: AttnImplementation = AttnImplementation.sdpa  # sdpa | eager (faster on CPU)
 
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -389,6 +394,7 @@ class VLLMEngineConfig(EngineConfig):
 class HFEngineConfig(EngineConfig):
     _target_: str = "seal_runner.engines.hf_engine.HFEngine"
     batch_size: int = 32
+    autocast: Autocast = Autocast.none  # none | bfloat16: generate and score under bf16 autocast
 
 
 @dataclass

@@ -124,6 +124,39 @@ def test_loss_falls_and_pads_are_masked(tiny):
     assert labels[0].tolist() == [5, 6, 7] and labels[1].tolist() == [8, IGNORE_INDEX, IGNORE_INDEX]
 
 
+def test_bf16_autocast_follows_the_fp32_trajectory_with_fp32_adapters(tiny):
+    """`lora.autocast=bfloat16` runs the forward in bf16 and keeps the adapters in fp32: its losses
+    track the fp32 run's to bf16 rounding (~3 significant digits, tolerance 2e-2), and it learns."""
+    model, tokenizer = tiny
+    runs = {}
+    for autocast in ("none", "bfloat16"):
+        cfg = lora_cfg(epochs=30, lr=5e-2, batch_size=3, rank=8, alpha=16.0, autocast=autocast)
+        trainer = FastInnerTrainer(MultiLoraModel(copy.deepcopy(model), TARGETS, 1, cfg.rank), tokenizer, cfg)
+        (runs[autocast],) = trainer.train([InnerJob("j", SEQS[0], seed=0)])
+        assert all(p.dtype == torch.float32 for p in trainer.lora.parameters())
+    fp32, bf16 = runs["none"].losses, runs["bfloat16"].losses
+    assert bf16 != fp32  # the bf16 path really ran in bf16
+    assert bf16[:5] == pytest.approx(fp32[:5], rel=2e-2)
+    assert bf16[-1] < bf16[0] - 0.5 and bf16[-1] == pytest.approx(fp32[-1], abs=0.25)
+
+
+def test_eager_attention_trains_the_same_update_as_sdpa(tiny_model_dir, tmp_path):
+    """`lora.attn_implementation=eager` (faster on CPU) loads the updater's base with transformers'
+    eager attention and trains the same adapter as sdpa, to float rounding."""
+    from seal_runner.lora.updater import InnerUpdater
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    losses = {}
+    for kernel in ("sdpa", "eager"):
+        updater = InnerUpdater(
+            lora_cfg(attn_implementation=kernel), str(tiny_model_dir), tokenizer, "cpu", "float32"
+        )
+        assert updater.fast.lora.model.config._attn_implementation == kernel
+        done = list(updater.run([InnerJob("j", SEQS[0], seed=0)], tmp_path / kernel))
+        losses[kernel] = done[0][1].losses
+    assert losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-4)
+
+
 def test_one_step_matches_torch_adamw(tiny):
     """StackedAdamW + per-adapter clipping == torch AdamW + clip_grad_norm_ on a single adapter."""
     model, tokenizer = tiny

@@ -30,6 +30,7 @@ from seal_runner.lora.batching import (
 )
 from seal_runner.lora.multi_lora import AdapterSpec, MultiLoraModel, lora_A_init
 from seal_runner.lora.optim import StackedAdamW, linear_schedule, lr_schedule
+from seal_runner.models import forward_precision
 
 
 def _length_buckets(rows: list[tuple[int, TrainRow]], max_tokens: int) -> list[list[tuple[int, TrainRow]]]:
@@ -162,7 +163,7 @@ class FastInnerTrainer:
         for chunk in _length_buckets(rows, self.cfg.max_tokens_per_forward):
             slots = torch.tensor([slot for slot, _ in chunk])
             input_ids, attention, labels = pad_rows([row for _, row in chunk], self.tokenizer.pad_token_id)
-            with self.lora.router.route(slots):
+            with self.lora.router.route(slots), forward_precision(self.device, self.cfg.autocast):
                 logits = model(
                     input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
                 ).logits
@@ -234,11 +235,12 @@ class ReferenceInnerTrainer:
             input_ids, attention, labels = pad_batch(
                 rows, self.tokenizer.pad_token_id, pad_to=cfg.max_length, label_pads=cfg.label_pads
             )
-            out = peft_model(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
-                labels=labels.to(self.device),
-            )
+            with forward_precision(self.device, cfg.autocast):
+                out = peft_model(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention.to(self.device),
+                    labels=labels.to(self.device),
+                )
             if not math.isfinite(out.loss.item()):
                 result.failed = "non-finite loss"
                 break

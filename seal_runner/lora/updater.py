@@ -48,7 +48,13 @@ class InnerUpdater:
             else copy.deepcopy(lora_cfg)  # a LoraConfig dataclass (scripts, tests)
         )
         self.cfg, self.model_path = lora_cfg, model_path
-        base = model if model is not None else load_causal_lm(model_path, dtype=dtype, device=device)
+        base = (
+            model
+            if model is not None
+            else load_causal_lm(
+                model_path, dtype=dtype, device=device, attn_implementation=str(lora_cfg.attn_implementation)
+            )
+        )
         if lora_cfg.mode == LoraMode.fast:
             lora = MultiLoraModel(
                 base,
