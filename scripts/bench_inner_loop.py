@@ -12,15 +12,17 @@ seeded adapter init, so only the engineering differs between the two paths.
   fast:      one resident base, K adapters per forward/backward, unpadded batches, all adapters
              evaluated in one generate call
 
-`--paths fast,fast-bf16` instead compares the fast path with itself under bf16 autocast
-(`lora.autocast=bfloat16`): same jobs, same seeds, one process.
+`--paths fast,fast-cpu` instead compares the fast path with itself under the CPU speed settings of
+`lora=cpu_demo` (`lora.attn_implementation=eager lora.autocast=bfloat16`): same jobs, same seeds, one
+process.
 
 Prints updates/minute for each path and the ratio (second over first), QA accuracy for each and the
 paired difference (second − first) with a 95% confidence interval over articles, peak memory; writes
 a JSON.
 
   python scripts/bench_inner_loop.py --articles 8 --epochs 10 --k 8 --reference-max-length 2048
-  python scripts/bench_inner_loop.py --paths fast,fast-bf16 --epochs 3 --lr 3e-3
+  python scripts/bench_inner_loop.py --paths fast,fast-cpu --articles 20 --epochs 5 --lr 1e-2 --rank 16 \
+      --targets all --batch-size 4 --reference-max-length 256 --reference-masks-pads --max-tokens-per-forward 2048
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from seal_runner.choices import Autocast, LoraMode, LossNormalization
+from seal_runner.choices import AttnImplementation, Autocast, LoraMode, LossNormalization
 from seal_runner.config import ALL_PROJECTIONS, LoraConfig
 from seal_runner.domains.knowledge.data import load_articles
 from seal_runner.domains.knowledge.evaluate import answer_questions, article_accuracies, mean_and_se
@@ -143,6 +145,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--targets", default="q_proj,v_proj", help="comma-separated, or all")
     parser.add_argument("--batch-size", type=int, default=1, help="the reference path needs 1")
+    parser.add_argument("--max-tokens-per-forward", type=int, default=4096, help="memory, not numbers")
     parser.add_argument("--reference-max-length", type=int, default=2048)
     parser.add_argument(
         "--reference-masks-pads",
@@ -153,7 +156,7 @@ def main() -> None:
     parser.add_argument(
         "--paths",
         default="reference,fast",
-        help="the two paths to compare, in order: two of reference, fast, fast-bf16",
+        help="the two paths to compare, in order: two of reference, fast, fast-cpu",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
@@ -174,6 +177,7 @@ def main() -> None:
         lr=args.lr,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        max_tokens_per_forward=args.max_tokens_per_forward,
         max_length=args.reference_max_length,
         loss_normalization=LossNormalization.tokens
         if args.reference_masks_pads
@@ -192,7 +196,9 @@ def main() -> None:
     configs = {
         "reference": reference,
         "fast": fast,
-        "fast-bf16": dataclasses.replace(fast, autocast=Autocast.bfloat16),
+        "fast-cpu": dataclasses.replace(
+            fast, attn_implementation=AttnImplementation.eager, autocast=Autocast.bfloat16
+        ),
     }
     names = args.paths.split(",")
     if len(names) != 2 or not set(names) <= set(configs) or names[0] == names[1]:

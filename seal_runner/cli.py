@@ -11,7 +11,6 @@ from omegaconf import DictConfig
 from seal_runner.children import adopt
 from seal_runner.config import register_configs
 from seal_runner.errors import InputError
-from seal_runner.preload import reexec_with_preload
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,5 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("objective") if isinstance(summary, dict) else None
 
 
-def run() -> None:
-    """The `seal-run` command: on CPU, start again once with Intel OpenMP preloaded (seal_runner/
-    preload.py), then compose the config and run the stage."""
-    reexec_with_preload()
-    main()
-
-
 if __name__ == "__main__":
-    run()
+    main()

@@ -394,7 +394,6 @@ class VLLMEngineConfig(EngineConfig):
 class HFEngineConfig(EngineConfig):
     _target_: str = "seal_runner.engines.hf_engine.HFEngine"
     batch_size: int = 32
-    autocast: Autocast = Autocast.none  # none | bfloat16: generate and score under bf16 autocast
 
 
 @dataclass

@@ -149,8 +149,9 @@ def forward_precision(device, autocast: str):
     """The context a forward pass runs in: as the weights are (`none`), or under bf16 autocast
     (`bfloat16`, choices.Autocast), where the matmuls run in bf16 and whatever is kept in fp32 (LoRA
     weights, their gradients and AdamW state, the loss on fp32 logits) stays so; a backward pass
-    follows the forward's dtypes, as torch's autocast recipe has it. On CPUs with AVX512-BF16 this
-    roughly halves the inner update's time (RESULTS.md)."""
+    follows the forward's dtypes, as torch's autocast recipe has it. It pays on CPUs with AVX512-BF16
+    for training (RESULTS.md, "Inner loop"); greedy generation under it was slower there, so the
+    engines do not use it."""
     from contextlib import nullcontext
 
     import torch

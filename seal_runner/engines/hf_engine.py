@@ -17,7 +17,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from seal_runner.engines.base import Completion, LoraAdapter, Sampling
 from seal_runner.likelihood import AnswerLikelihood
 from seal_runner.lora.multi_lora import MultiLoraModel
-from seal_runner.models import forward_precision, load_causal_lm, load_tokenizer
+from seal_runner.models import load_causal_lm, load_tokenizer
 
 
 class RowSeededSampler(LogitsProcessor):
@@ -61,10 +61,7 @@ class HFEngine:
         max_lora_rank: int = 32,
         batch_size: int = 32,
         device: str = "auto",
-        autocast: str = "none",
     ) -> None:
-        """`autocast=bfloat16`: generate and score under bf16 autocast over fp32 weights (choices.Autocast)."""
-        self.autocast = autocast
         self.tokenizer = load_tokenizer(model_path)
         self.tokenizer.padding_side = "left"
         self.model = load_causal_lm(model_path, dtype=dtype, device=device)
@@ -143,8 +140,7 @@ class HFEngine:
             if not todo:
                 continue
             rows = [slot_of[adapters[i]] if adapters[i] is not None else -1 for i in todo]
-            with forward_precision(self.device, self.autocast):
-                values = scorer([pairs[i] for i in todo], rows if router is not None else None)
+            values = scorer([pairs[i] for i in todo], rows if router is not None else None)
             for i, value in zip(todo, values, strict=True):
                 scores[i] = value
         return scores  # type: ignore[return-value]
@@ -164,7 +160,7 @@ class HFEngine:
             sampler = RowSeededSampler(seeds, settings["temperature"], settings["top_p"], self.device)
             kwargs["logits_processor"] = LogitsProcessorList([sampler])
         route = self.lora.router.route(rows) if self.lora is not None else nullcontext()
-        with route, forward_precision(self.device, self.autocast):
+        with route:
             out = self.model.generate(
                 **encoded, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id, **kwargs
             )
