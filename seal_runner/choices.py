@@ -91,6 +91,29 @@ class Reward(Choice):
     solved = "solved"
 
 
+class RewardBaseline(Choice):
+    """`restem.reward_baseline`: what a candidate must beat to count as a gain under `positive_gain` and
+    `threshold` (its record's `baseline`). `no_update`: the learner before any update (the paper's
+    accuracy reward; knowledge's likelihood reward is already a gain over it); `passage`: the learner
+    after an update on the context alone, so only self-edits that add to the passage are kept (one
+    more inner update per context; knowledge's inner and likelihood rewards). Under `best_of_k` the
+    choice changes nothing: every candidate of a context shares its baseline."""
+
+    no_update = "no_update"
+    passage = "passage"
+
+
+class RestemLearner(Choice):
+    """`restem.learner`: the model every inner update of a round starts from, in its rewards and its
+    held-out evaluation. `policy` (the paper): the round's policy learns its own self-edits; `base`:
+    the starting model learns every round's, so rewards and rounds compare writers on one fixed
+    learner, apart from what SFT did to the policy's own knowledge (RESULTS.md, "The SEAL effect on
+    CPU": that drift inflated run5's round-1 rewards)."""
+
+    policy = "policy"
+    base = "base"
+
+
 class ArcSource(Choice):
     """`domain.source` (ARC): ARC-AGI JSON files or procedurally generated tasks."""
 

@@ -30,7 +30,9 @@ from seal_runner.choices import (
     LrSchedule,
     OnFailure,
     OpenAIApi,
+    RestemLearner,
     Reward,
+    RewardBaseline,
     SelfEditHeader,
     SelfEditWording,
     Stage,
@@ -233,6 +235,11 @@ class RestemConfig:
     reward: Reward = Reward.inner
     selection: SelectionRule = SelectionRule.best_of_k  # best_of_k | positive_gain | threshold | all_positive
     threshold: float = 0.0
+    # What positive_gain / threshold compare a reward with: no_update | passage (an update on the context
+    # alone, one more inner update per context; knowledge's inner and likelihood rewards); choices.py
+    reward_baseline: RewardBaseline = RewardBaseline.no_update
+    # Whose inner updates score rewards and held-out rows: policy (the paper) | base (fixed learner)
+    learner: RestemLearner = RestemLearner.policy
     contexts_per_round: int = 50
     # Held-out evaluation per round: self-edits drawn per held-out passage (each its own inner update;
     # >= 2 also measures the noise floor: sample 0 vs sample 1 of the same policy), and whether

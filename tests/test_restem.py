@@ -128,6 +128,66 @@ def test_likelihood_reward_and_heldout_answer_logprob(tiny_model_dir, tmp_path):
     assert "paired log-likelihood differences" in proc.stdout
 
 
+@pytest.mark.integration
+def test_fixed_learner_and_passage_baseline(tiny_model_dir, tmp_path):
+    """restem.learner=base: every round's inner updates start from the starting model (its no-update
+    row is the same each round) while the policy still changes; restem.reward_baseline=passage: one
+    more update per context on the passage alone, whose gain is the baseline positive_gain compares
+    with, so a kept self-edit beat its passage."""
+    run_dir = tmp_path / "run"
+    extra = (
+        "engine@qa_engine=hf",
+        "restem.reward=likelihood",
+        "restem.heldout_likelihood=true",
+        "restem.learner=base",
+        "restem.reward_baseline=passage",
+        "restem.selection=positive_gain",
+    )
+    run_restem(tiny_model_dir, run_dir, *extra)
+    updates = [json.loads(line)["key"] for line in (run_dir / "round_0" / "updates.jsonl").open()]
+    assert sorted(k for k in updates if k.endswith("-passage")) == sorted(
+        {k[:5] + "-passage" for k in updates}
+    )
+    per_question: dict[tuple[str, int], list[float]] = {}
+    for r in map(json.loads, (run_dir / "round_0" / "rewards_logprob.jsonl").open()):
+        kind = "passage" if r["condition"].endswith("-passage") else r["condition"]
+        per_question.setdefault((kind, r["article"]), []).append(r["logprob"])
+    mean = {key: sum(v) / len(v) for key, v in per_question.items()}
+    rewards = json.loads((run_dir / "round_0" / "rewards.json").read_text())
+    for c in rewards:
+        assert c["baseline_kind"] == "passage"
+        assert c["baseline"] == pytest.approx(
+            mean[("passage", c["context"])] - mean[("baseline", c["context"])]
+        )
+    chosen = json.loads((run_dir / "round_0" / "sft.json").read_text())
+    assert all(c["reward"] > c["baseline"] for c in chosen)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    start, end = summary["rounds"]
+    assert start["learner"] == end["learner"] == str(tiny_model_dir)
+    assert start["heldout"]["answer_logprob"]["base"] == end["heldout"]["answer_logprob"]["base"]
+    if chosen:  # the policy moved, the learner did not
+        assert end["policy"] != start["policy"]
+
+
+def test_reward_baselines_that_do_not_apply_are_refused(hydra_ctx, tiny_model_dir):
+    """A passage baseline needs an inner update to compare with: the proxy reward and ARC's solved
+    reward name the key instead of running."""
+    for overrides in (
+        ["restem.reward=proxy"],
+        ["experiment=demo/arc_cpu"],
+    ):
+        cfg = compose_config(
+            [
+                "stage=restem",
+                f"model.name_or_path={tiny_model_dir}",
+                "restem.reward_baseline=passage",
+                *overrides,
+            ]
+        )
+        with pytest.raises(InputError, match="reward_baseline=passage"):
+            build_domain(cfg, SimpleNamespace(cfg=cfg))
+
+
 def test_likelihood_reward_without_the_hf_qa_engine_names_the_fix(hydra_ctx, tiny_model_dir):
     """Teacher forcing needs the transformers QA engine: the domain, built right after the run's
     checks, refuses a vLLM one naming the override (tests/test_bad_input.py: such an InputError

@@ -1,11 +1,12 @@
 """`stage=restem`: SEAL's outer loop (ReSTEM = rejection sampling + SFT), written once for every domain.
 
 Round r, with policy_r (round 0 = the starting model) and the domain picked by `domain._target_`
-(seal_runner/domains/base.py):
-  1. held-out evaluation of policy_r (`domain.evaluate`);
+(seal_runner/domains/base.py); the learner, whose inner updates score self-edits, is policy_r (the
+paper) or with `restem.learner=base` the starting model every round:
+  1. held-out evaluation of policy_r's self-edits on the learner (`domain.evaluate`);
   2. sample self-edits on the round's training contexts with policy_r (`domain.sample`);
-  3. reward each non-empty one (`domain.score`: knowledge = inner updates + graded QA; ARC = test-time
-     training + solved or not);
+  3. reward each non-empty one (`domain.score`: knowledge = the learner's inner updates + graded QA;
+     ARC = test-time training + solved or not);
   4. select (`restem.selection`), SFT policy_r on (self-edit prompt -> chosen self-edit), merge ->
      policy_{r+1}.
 After the last round the final policy is evaluated too. Everything lives under round_<r>/ and
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from seal_runner.choices import RestemLearner
 from seal_runner.config import SFTConfig
 from seal_runner.domains.base import Domain
 from seal_runner.records import write_json
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def scored_round(
-    domain: Domain, engines: Engines, policy: str, contexts: list, out: Path
+    domain: Domain, engines: Engines, learner: str, contexts: list, out: Path
 ) -> tuple[list[dict], float, dict]:
     """The round's self-edits and their candidates, and the seconds the scoring took (sampling
     excluded: the cost a cheap reward exists to cut). The seconds are summed over every attempt at
@@ -48,7 +50,7 @@ def scored_round(
         return json.loads(done.read_text()), spent, edits
     started = time.perf_counter()
     try:
-        candidates = domain.score(engines, policy, contexts, kept, out)
+        candidates = domain.score(engines, learner, contexts, kept, out)
         write_json(done, candidates)
     finally:  # a failed attempt's work is on disk and counts (a SIGKILLed one's time is lost)
         spent += time.perf_counter() - started
@@ -56,13 +58,24 @@ def scored_round(
     return candidates, spent, edits
 
 
-def improve(ctx: RunContext, domain: Domain, engines: Engines, policy: str, r: int, record: dict) -> str:
-    """Round `r`'s policy update: sample, score, select, SFT and merge; returns the next policy and
-    fills the round's `record`. `engines` are closed once the scoring is done (SFT needs the memory)."""
+def writer_and_learner(ctx: RunContext, policy: str, learner: str) -> Engines:
+    """The round's engines: `policy` samples the self-edits, `learner` (`restem.learner`) answers
+    the questions under the adapters trained on it; one engine pair when they are the same model."""
+    if learner == policy:
+        return ctx.engines_for(policy)
+    return Engines(ctx.engines_for(policy).sampler, ctx.engines_for(learner).qa)
+
+
+def improve(
+    ctx: RunContext, domain: Domain, engines: Engines, policy: str, learner: str, r: int, record: dict
+) -> str:
+    """Round `r`'s policy update: sample with `policy`, score by inner updates of `learner`, select,
+    SFT `policy` and merge; returns the next policy and fills the round's `record`. `engines` are
+    closed once the scoring is done (SFT needs the memory)."""
     cfg = ctx.cfg
     out = ctx.run_dir / f"round_{r}"
     contexts = domain.training_contexts(r)
-    candidates, reward_seconds, edits = scored_round(domain, engines, policy, contexts, out)
+    candidates, reward_seconds, edits = scored_round(domain, engines, learner, contexts, out)
     engines.close()
     chosen = select(candidates, cfg.restem.selection, cfg.restem.threshold)
     write_json(out / "sft.json", chosen)
@@ -111,11 +124,18 @@ def run(cfg: DictConfig) -> dict:
     rounds = []
     for r in range(cfg.restem.rounds + 1):
         round_start = time.perf_counter()
-        engines = ctx.engines_for(policy)
-        evaluation = domain.evaluate(engines, policy, heldout, ctx.run_dir / "eval" / f"round_{r}")
-        record = {"round": r, "policy": policy, "reward": cfg.restem.reward, "heldout": evaluation}
+        learner = ctx.model_path if cfg.restem.learner == RestemLearner.base else policy
+        engines = writer_and_learner(ctx, policy, learner)
+        evaluation = domain.evaluate(engines, learner, heldout, ctx.run_dir / "eval" / f"round_{r}")
+        record = {
+            "round": r,
+            "policy": policy,
+            "learner": learner,
+            "reward": cfg.restem.reward,
+            "heldout": evaluation,
+        }
         if r < cfg.restem.rounds:
-            policy = improve(ctx, domain, engines, policy, r, record)
+            policy = improve(ctx, domain, engines, policy, learner, r, record)
         else:
             engines.close()
         record["seconds"] = time.perf_counter() - round_start

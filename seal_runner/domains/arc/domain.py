@@ -25,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from seal_runner.choices import ArcSource, Reward, SelfEditHeader, TestInputs
+from seal_runner.choices import ArcSource, Reward, RewardBaseline, SelfEditHeader, TestInputs
 from seal_runner.domains.arc.data import ARCTask, load_tasks
 from seal_runner.domains.arc.generator import generate_tasks
 from seal_runner.domains.arc.pipeline import (
@@ -82,6 +82,11 @@ class ArcDomain:
             raise InputError(
                 f"restem.reward={restem.reward} does not apply to domain=arc, whose reward is `solved` "
                 "(the adapted model solves its task); use restem=arc_bc or restem.reward=solved"
+            )
+        if restem.reward_baseline != RewardBaseline.no_update:
+            raise InputError(
+                f"restem.reward_baseline={restem.reward_baseline} does not apply to domain=arc: a task "
+                "is solved or not, with no update on the context alone to compare; use no_update"
             )
         self.run, self.cfg = run, run.cfg
         d = run.cfg.domain

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from seal_runner.choices import Reward
+from seal_runner.choices import Reward, RewardBaseline
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies, mean_and_se, mean_over_samples
 from seal_runner.domains.knowledge.pipeline import (
@@ -109,6 +109,11 @@ class KnowledgeDomain:
                 "restem.reward=likelihood and restem.heldout_likelihood score gold answers by "
                 f"teacher forcing, which only the transformers engine does: add engine@qa_engine=hf "
                 f"(qa_engine is {run.cfg.qa_engine._target_})"
+            )
+        if restem.reward_baseline == RewardBaseline.passage and restem.reward == Reward.proxy:
+            raise InputError(
+                "restem.reward_baseline=passage compares an inner update with one on the passage alone; "
+                "restem.reward=proxy makes no update: use reward=inner or likelihood, or reward_baseline=no_update"
             )
         check_per_round(restem)
         self.run, self.cfg, self.r = run, run.cfg, restem
@@ -322,9 +327,20 @@ def _candidate(article: Article, sample: int, edit: dict, **scores) -> dict:
 def _reward_jobs(
     domain: KnowledgeDomain, contexts: list[Article], edits: dict, out: Path
 ) -> list[tuple[Article, InnerJob]]:
-    """One inner update per (context, sampled self-edit, inner seed), seeded by the round."""
+    """One inner update per (context, sampled self-edit, inner seed), seeded by the round; with
+    `restem.reward_baseline=passage` also one per context on the context alone."""
     seed, r = domain.cfg.seed, domain.r
-    return [
+    passage = [
+        (
+            a,
+            InnerJob(
+                _passage_key(a), [f"{a.title}\n{a.context}"], derive_seed(seed, out.name, a.index, "passage")
+            ),
+        )
+        for a in contexts
+        if r.reward_baseline == RewardBaseline.passage
+    ]
+    return passage + [
         (
             a,
             InnerJob(
@@ -364,6 +380,23 @@ def _reward_units(
     return units
 
 
+def _passage_baseline(
+    domain: KnowledgeDomain, contexts: list[Article], scores: dict[tuple[str, int], float], offset
+) -> dict[int, dict]:
+    """Per context, what `positive_gain` compares a reward with under `restem.reward_baseline=passage`:
+    the learner's score after an update on the context alone, on the reward's scale (minus the same
+    `offset`), recorded as `baseline_kind: passage`. A context whose passage update failed keeps the
+    reward's own no-update baseline, and the log names it."""
+    fields = {}
+    for a in contexts:
+        score = scores.get((_passage_key(a), a.index))
+        if score is None:
+            log.warning("context %d: the passage-only update failed; its baseline is no update", a.index)
+            continue
+        fields[a.index] = {"baseline": score - offset(a), "baseline_kind": RewardBaseline.passage.value}
+    return fields
+
+
 def _scored_candidates(
     domain: KnowledgeDomain,
     contexts: list[Article],
@@ -374,8 +407,14 @@ def _scored_candidates(
 ) -> list[dict]:
     """One candidate per sampled self-edit: reward = mean over its inner runs of the run's score
     (`scores[(candidate key, article)]`) minus the context's `offset`; a failed update scores nothing
-    and is counted. `inner_runs` keeps the raw scores, `context_fields` adds the context's baseline."""
+    and is counted. `inner_runs` keeps the raw scores, `context_fields` adds the context's baseline
+    (the passage-only update's score instead, under `restem.reward_baseline=passage`)."""
     r = domain.r
+    passage = (
+        _passage_baseline(domain, contexts, scores, offset)
+        if r.reward_baseline == RewardBaseline.passage
+        else {}
+    )
     candidates = []
     for a in contexts:
         for s in (s for s in range(r.samples_per_context) if (a.index, s) in edits):
@@ -389,7 +428,7 @@ def _scored_candidates(
                     reward=sum(scored) / len(scored) if scored else 0.0,
                     inner_runs=runs,
                     failed_inner_runs=len(runs) - len(scored),
-                    **context_fields(a),
+                    **(context_fields(a) | passage.get(a.index, {})),
                 )
             )
     return candidates
@@ -484,6 +523,11 @@ REWARDS = {
 def _candidate_key(article: Article, sample: int, inner_seed: int) -> str:
     """One inner run's id: its update record, adapter dir and graded answers all carry it."""
     return f"c{article.index:04d}-s{sample}-i{inner_seed}"
+
+
+def _passage_key(article: Article) -> str:
+    """The id of a context's passage-only update (`restem.reward_baseline=passage`)."""
+    return f"c{article.index:04d}-passage"
 
 
 def _cell(result: dict | None) -> str:
