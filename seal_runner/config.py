@@ -307,6 +307,9 @@ class PolicyTrainingConfig:
     alpha: float = 128.0
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+    # modules trained in full beside the LoRA (PEFT's modules_to_save), e.g. [lm_head]: TRL's SFT
+    # computes the loss from lm_head.weight directly, so lm_head takes no LoRA (not in target_modules)
+    modules_to_save: list[str] = field(default_factory=list)
     lr: float = 3e-4
     epochs: int = 2
     batch_size: int = 5  # micro-batch

@@ -2,10 +2,15 @@
 
 ReSTEM's M-step in the paper: supervised finetuning of the current policy on the selected pairs with
 the loss on the completion only, LoRA r 64 / α 128 on all seven projections, lr 3e-4, 2 epochs,
-effective batch 10, then merge. The merged checkpoint (model + tokenizer) is the next round's policy,
-so it must load in both vLLM and `from_pretrained`; it appears at `out_dir` only once complete
-(written beside it and renamed), with `sft_done.json` inside as the completion marker, so a rerun
-of a finished round returns the stored stats instead of training again.
+effective batch 10, then merge. It runs on TRL's `SFTTrainer` (prompt-completion data,
+`completion_only_loss`, a PEFT `LoraConfig`), data-parallel under `accelerate launch` as TRL does it.
+The merged checkpoint (model + tokenizer) is the next round's policy, so it must load in both vLLM and
+`from_pretrained`; it appears at `out_dir` only once complete (written beside it and renamed), with
+`sft_done.json` inside as the completion marker, so a rerun of a finished round returns the stored
+stats instead of training again.
+
+stage=cpt's continued pretraining (`train_on_texts`) keeps a small hand-written loop (`train_lora`):
+its reference mode pads every row to max_length with the pads in the loss, a loss no trainer offers.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from seal_runner.choices import LoraMode
 from seal_runner.config import CPTConfig, PolicyTrainingConfig, SFTConfig
@@ -37,39 +44,7 @@ log = logging.getLogger(__name__)
 DONE_MARKER = "sft_done.json"
 
 
-Example = tuple[list[int], list[int]]
-
-
-def build_sft_example(
-    tokenizer, prompt_text: str, completion_text: str, max_length: int | None
-) -> Example | None:
-    """(input_ids, labels) with labels -100 over the prompt and the completion + EOS ids labelled.
-
-    The prompt is tokenised exactly as the generation engines tokenise it (special tokens added by
-    the tokenizer's own rule), the completion separately without special tokens, so the boundary is
-    exact and the policy is trained on the token prefix it actually sampled from. EOS teaches it to
-    stop; for chat models EOS is the end-of-turn token. An over-long completion loses its tail (and
-    EOS); `max_length=None` cuts nothing, as the reference, whose limit is its longest example. None
-    when the prompt leaves no room for a single completion token.
-    """
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token; the completion's end could not be learned")
-    prompt = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
-    if max_length is not None and len(prompt) >= max_length:
-        return None
-    completion = tokenizer(completion_text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if max_length is not None:
-        completion = completion[: max_length - len(prompt)]
-    return prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
-
-
-def encode_pairs(
-    tokenizer, pairs: list[tuple[str, str]], max_length: int | None
-) -> tuple[list[Example], int]:
-    """Examples that fit, and how many pairs were dropped because their prompt alone fills max_length."""
-    built = [build_sft_example(tokenizer, p, c, max_length) for p, c in pairs]
-    examples = [e for e in built if e is not None]
-    return examples, len(built) - len(examples)
+Example = tuple[list[int], list[int]]  # (input_ids, labels) of one stage=cpt row
 
 
 def wrap_lora(model, cfg: PolicyTrainingConfig):
@@ -84,6 +59,7 @@ def wrap_lora(model, cfg: PolicyTrainingConfig):
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
+        modules_to_save=list(cfg.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
@@ -129,20 +105,13 @@ def train_lora(
     examples: list[Example],
     cfg: PolicyTrainingConfig,
     pad_id: int,
-    rank: int = 0,
-    world: int = 1,
     pad_to: int | None = None,
     label_pads: bool = False,
 ) -> dict:
-    """AdamW + linear decay over the examples; returns per-step losses (mean of micro-batch losses)
-    and pre-clip gradient norms. Each micro-batch's loss is its mean over labelled tokens, weighted
-    1/len(step) in the accumulated gradient. A non-finite loss raises before that step's update.
-    `pad_to` and `label_pads` are `pad_examples`'s (CPT's reference mode; the SFT never sets them).
-
-    With `world` > 1 processes (torch.distributed initialised), process `rank` runs micro-batches
-    rank, rank+world, ... of every step and the gradients are summed across processes before the
-    update: the same sum the single process accumulates, so every process takes the same step and
-    the result equals single-process training up to float summation order."""
+    """stage=cpt's loop: AdamW + linear decay over the examples; returns per-step losses (mean of
+    micro-batch losses) and pre-clip gradient norms. Each micro-batch's loss is its mean over
+    labelled tokens, weighted 1/len(step) in the accumulated gradient. A non-finite loss raises before
+    that step's update. `pad_to` and `label_pads` are `pad_examples`'s (the reference's CPT)."""
     device = next(peft_model.parameters()).device
     steps = step_groups(len(examples), cfg)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -154,8 +123,8 @@ def train_lora(
     peft_model.train()
     for step, group in enumerate(steps):
         optimizer.zero_grad(set_to_none=True)
-        step_loss, step_tokens = 0.0, 0
-        for micro in group[rank::world]:
+        step_loss = 0.0
+        for micro in group:
             input_ids, attention, labels = pad_examples(
                 [examples[i] for i in micro], pad_id, pad_to, label_pads
             )
@@ -165,15 +134,8 @@ def train_lora(
             loss, count = completion_loss(logits, labels.to(device))
             (loss / len(group)).backward()
             step_loss += loss.item() / len(group)
-            step_tokens += count
-        if world > 1:
-            step_loss, step_tokens = sum_across_processes(params, step_loss, step_tokens)
-        if not math.isfinite(step_loss):
-            raise RuntimeError(
-                f"non-finite SFT loss ({step_loss}) at optimizer step {step + 1}/{len(steps)}; "
-                "lower sft lr or check the pairs"
-            )
-        tokens += step_tokens
+            tokens += count
+        check_finite(step_loss, step + 1, len(steps))
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
         optimizer.step()
         scheduler.step()
@@ -183,18 +145,12 @@ def train_lora(
     return {"steps": len(steps), "losses": losses, "grad_norms": grad_norms, "label_tokens": tokens}
 
 
-def sum_across_processes(params: list[torch.Tensor], loss: float, tokens: int) -> tuple[float, int]:
-    """Sum the step's gradients, loss and token count over all processes (a process without a
-    micro-batch in this step contributes zeros)."""
-    import torch.distributed as dist
-
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-    totals = torch.tensor([loss, float(tokens)], dtype=torch.float64, device=params[0].device)
-    dist.all_reduce(totals)
-    return totals[0].item(), int(totals[1].item())
+def check_finite(loss: float, step: int, steps: int) -> None:
+    """A NaN or infinite loss stops the training, named, before anything is published."""
+    if not math.isfinite(loss):
+        raise RuntimeError(
+            f"non-finite SFT loss ({loss}) at optimizer step {step}/{steps}; lower sft lr or check the pairs"
+        )
 
 
 def pairs_digest(pairs: list[tuple[str, str]]) -> str:
@@ -326,42 +282,146 @@ def sft_processes(requested: int) -> int:
 
 
 def fit_sft(
-    model_path: str,
-    pairs: list[tuple[str, str]],
-    out_dir: Path,
-    cfg: SFTConfig,
-    device: str,
-    dtype: str,
-    rank: int = 0,
-    world: int = 1,
+    model_path: str, pairs: list[tuple[str, str]], out_dir: Path, cfg: SFTConfig, device: str, dtype: str
 ) -> dict:
-    """The training itself, in this process: alone, or as process `rank` of `world` (only rank 0
-    writes the merged checkpoint)."""
+    """The training itself, on TRL's `SFTTrainer`, in this process: alone, or as one process of an
+    `accelerate launch` (the trainer runs data-parallel from the launcher's environment, and only
+    the main process writes the merged checkpoint).
+
+    The data is TRL's prompt-completion format with `completion_only_loss`: TRL tokenises the prompt
+    as the engines do (the tokenizer's own special tokens), appends EOS to the completion (for chat
+    models the end-of-turn token, which teaches the policy to stop), labels the completion only, cuts
+    rows at `max_length` and drops a pair whose prompt alone fills it (counted as `dropped`).
+    A step's loss is the mean over its labelled tokens. With N processes each takes 1/N of every
+    step (`per_process_batches`), so the effective batch, and the trajectory up to float summation
+    order, is the single process's."""
+    import datasets
+    from peft import LoraConfig
+    from transformers import set_seed
+    from trl import SFTConfig as TRLConfig
+    from trl import SFTTrainer
+
     start = time.perf_counter()
+    datasets.disable_progress_bars()  # the console keeps the run's own bars
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batch_size, grad_accum = per_process_batches(cfg.batch_size, cfg.grad_accum, world)
     tokenizer = load_tokenizer(model_path)
-    examples, dropped = encode_pairs(tokenizer, pairs, cfg.max_length)
+    args = TRLConfig(
+        output_dir=str(out_dir.parent / f".{out_dir.name}.trainer"),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="linear",
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN is reported as such and stops the run (check_finite)
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=False,
+        fp16=False,  # the weights train in the dtype they were loaded in
+        dataset_num_proc=None,
+    )
+    set_seed(cfg.seed)  # LoRA's A matrices are drawn when the trainer wraps the model
+    trainer = SFTTrainer(
+        model=load_causal_lm(model_path, dtype=dtype, device=device),
+        args=args,
+        train_dataset=datasets.Dataset.from_list([{"prompt": p, "completion": c} for p, c in pairs]),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=list(cfg.target_modules),
+            modules_to_save=list(cfg.modules_to_save) or None,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    examples = len(trainer.train_dataset)
     if not examples:
         raise ValueError(
             f"all {len(pairs)} pairs were dropped: every prompt fills max_length={cfg.max_length}"
         )
-    peft_model = wrap_lora(load_causal_lm(model_path, dtype=dtype, device=device), cfg)
-    trained = train_lora(peft_model, examples, cfg, tokenizer.pad_token_id, rank, world)
+    history = StepHistory()
+    trainer.add_callback(history)
+    trainer.train()
+    labelled = sum(sum(label != -100 for label in row) for row in trainer.train_dataset["labels"])
     stats = {
         "model_path": str(model_path),
-        "examples": len(examples),
-        "dropped": dropped,
-        **trained,
-        "final_loss": trained["losses"][-1],
-        "config": {**asdict(cfg), "target_modules": list(cfg.target_modules)},
+        "examples": examples,
+        "dropped": len(pairs) - examples,
+        "steps": trainer.state.global_step,
+        "losses": history.losses,
+        "grad_norms": history.grad_norms,
+        "label_tokens": labelled * cfg.epochs,
+        "final_loss": history.losses[-1],
+        "config": {
+            **asdict(cfg),
+            "target_modules": list(cfg.target_modules),
+            "modules_to_save": list(cfg.modules_to_save),
+        },
         "pairs_sha256": pairs_digest(pairs),
         "processes": world,
         "resumed": False,
     }
-    if rank == 0:
-        merge_and_save(peft_model, tokenizer, Path(out_dir), stats, started=start)  # sets stats["seconds"]
-    del peft_model
+    if trainer.accelerator.is_main_process:
+        merge_and_save(trainer.model, tokenizer, Path(out_dir), stats, started=start)  # sets stats["seconds"]
+    trainer.accelerator.wait_for_everyone()
+    shutil.rmtree(args.output_dir, ignore_errors=True)
+    del trainer
     release_memory()  # the next round's engines load the new policy in this process
     return stats
+
+
+def check_sft_targets(target_modules) -> None:
+    """TRL's SFT computes its loss from `lm_head.weight` directly, so a LoRA there would never train
+    (TRL refuses it when the trainer is built, after a round's work): name the fix up front."""
+    if "lm_head" in target_modules:
+        raise InputError(
+            "sft.target_modules includes lm_head, which TRL's SFT cannot train through a LoRA; "
+            "train it in full with sft.modules_to_save=[lm_head] instead"
+        )
+
+
+def per_process_batches(batch_size: int, grad_accum: int, world: int) -> tuple[int, int]:
+    """(rows per micro-batch, micro-batches per step) for each of `world` processes, so that they
+    together take the single process's `batch_size x grad_accum` rows per step: the accumulation is
+    split when it divides, else the micro-batch."""
+    if grad_accum % world == 0:
+        return batch_size, grad_accum // world
+    if batch_size % world == 0:
+        return batch_size // world, grad_accum
+    raise InputError(
+        f"sft.batch_size={batch_size} x sft.grad_accum={grad_accum} cannot be shared by {world} processes "
+        "(sft.num_processes): make one of them a multiple of it"
+    )
+
+
+class StepHistory(TrainerCallback):
+    """Collects each optimizer step's logged loss and pre-clip gradient norm, and stops the training
+    at the first non-finite loss (`check_finite`), before anything is published."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.grad_norms: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if logs and "loss" in logs:
+            check_finite(float(logs["loss"]), state.global_step, state.max_steps)
+            self.losses.append(float(logs["loss"]))
+            self.grad_norms.append(float(logs.get("grad_norm", math.nan)))
 
 
 def merge_adapter(

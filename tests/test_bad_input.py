@@ -451,6 +451,26 @@ CHOICES = {
         check_devices,
         ["sft.num_processes=-1 must be >= 0"],
     ),
+    "an SFT step two processes cannot share": (
+        ["sft.num_processes=2", "sft.batch_size=5", "sft.grad_accum=1"],
+        check_devices,
+        ["sft.batch_size=5 x sft.grad_accum=1 cannot be shared by 2 processes"],
+    ),
+    "a LoRA on lm_head in the policy SFT": (
+        ["sft.target_modules=[q_proj,lm_head]"],
+        check_devices,
+        ["sft.target_modules includes lm_head", "sft.modules_to_save=[lm_head]"],
+    ),
+    "unknown reward baseline": (
+        ["restem.reward_baseline=average"],
+        None,
+        ["restem.reward_baseline", "Invalid value 'average'", "no_update, passage"],
+    ),
+    "unknown learner": (
+        ["restem.learner=teacher"],
+        None,
+        ["restem.learner", "Invalid value 'teacher'", "policy, base"],
+    ),
     "unknown inner mode": (
         ["stage=evaluate", "lora.mode=turbo", "conditions=[passage]"],
         None,

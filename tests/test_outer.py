@@ -1,4 +1,5 @@
-"""Outer-loop SFT on the tiny random Llama: label masks, learning, merge fidelity, atomic save, resume."""
+"""Outer-loop SFT (TRL's SFTTrainer) on the tiny random Llama: label masks, learning, merge fidelity,
+atomic save, resume, two processes; and stage=cpt's hand-written loop."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from seal_runner import outer
+from seal_runner.errors import InputError
 from seal_runner.lora.batching import IGNORE_INDEX, pad_batch
 from seal_runner.models import load_causal_lm, load_tokenizer
 from seal_runner.outer import (
     DONE_MARKER,
     SFTConfig,
-    build_sft_example,
     completion_loss,
-    encode_pairs,
     merge_and_save,
+    per_process_batches,
     step_groups,
     train_lora,
     train_sft,
@@ -60,49 +61,72 @@ def trained(tiny_model_dir, pairs, tmp_path_factory) -> tuple[Path, dict]:
     return out, train_sft(str(tiny_model_dir), pairs, out, FAST)
 
 
-def test_labels_mask_exactly_the_prompt(tokenizer, pairs):
-    prompt, completion = pairs[1]
-    input_ids, labels = build_sft_example(tokenizer, prompt, completion, max_length=128)
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    n_completion = len(tokenizer(completion, add_special_tokens=False)["input_ids"]) + 1
-    assert len(input_ids) == len(labels) == len(prompt_ids) + n_completion
-    assert input_ids[: len(prompt_ids)] == prompt_ids
-    assert labels[: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
-    labelled = labels[len(prompt_ids) :]
-    assert IGNORE_INDEX not in labelled and labelled == input_ids[len(prompt_ids) :]
-    assert labelled[-1] == tokenizer.eos_token_id
-    assert tokenizer.decode(labelled) == completion + tokenizer.eos_token
+def prepared(model_dir, pairs: list[tuple[str, str]], max_length: int | None) -> list[dict]:
+    """The rows TRL's SFTTrainer trains on (input_ids, labels) for these pairs, as `fit_sft` builds
+    it; nothing trains."""
+    from datasets import Dataset
+    from trl import SFTConfig as TRLConfig
+    from trl import SFTTrainer
+
+    args = TRLConfig(
+        output_dir=str(Path(model_dir) / "unused"),
+        max_length=max_length,
+        completion_only_loss=True,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+    )
+    trainer = SFTTrainer(
+        model=load_causal_lm(str(model_dir), device="cpu"),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": p, "completion": c} for p, c in pairs]),
+        processing_class=load_tokenizer(str(model_dir)),
+    )
+    return list(trainer.train_dataset)
 
 
-def test_long_completion_truncated_long_prompt_dropped(tokenizer, pairs):
+def test_labels_mask_exactly_the_prompt(tiny_model_dir, tokenizer, pairs):
+    """The completion is labelled from the first token after the prompt as the engines tokenise it
+    (so the policy learns from the prefix it sampled from), through EOS; the prompt never."""
+    for (prompt, completion), row in zip(pairs, prepared(tiny_model_dir, pairs, 128), strict=True):
+        input_ids, labels = row["input_ids"], row["labels"]
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        assert input_ids[: len(prompt_ids)] == prompt_ids
+        assert labels[: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
+        labelled = labels[len(prompt_ids) :]
+        assert IGNORE_INDEX not in labelled and labelled == input_ids[len(prompt_ids) :]
+        assert labelled[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(labelled) == completion + tokenizer.eos_token
+
+
+def test_long_completion_truncated_long_prompt_dropped(tiny_model_dir, tokenizer, pairs):
     prompt, completion = pairs[1]
     n_prompt = len(tokenizer(prompt)["input_ids"])
-    input_ids, labels = build_sft_example(tokenizer, prompt, completion, max_length=n_prompt + 3)
-    assert len(input_ids) == n_prompt + 3
-    assert sum(label != IGNORE_INDEX for label in labels) == 3 and labels[-1] != tokenizer.eos_token_id
-    assert build_sft_example(tokenizer, prompt, completion, max_length=n_prompt) is None
-    examples, dropped = encode_pairs(tokenizer, pairs + [("word " * 200, "x")], max_length=128)
-    assert (len(examples), dropped) == (4, 1)
+    (row,) = prepared(tiny_model_dir, [pairs[1]], n_prompt + 3)
+    assert len(row["input_ids"]) == n_prompt + 3
+    assert (
+        sum(label != IGNORE_INDEX for label in row["labels"]) == 3
+        and row["labels"][-1] != tokenizer.eos_token_id
+    )
+    assert prepared(tiny_model_dir, [pairs[1]], n_prompt) == []
+    assert len(prepared(tiny_model_dir, pairs + [("word " * 200, "x")], 128)) == 4
 
 
-def test_max_length_none_keeps_every_example_whole(smollm2_path):
+def test_max_length_none_keeps_every_example_whole(tiny_model_dir, tokenizer):
     """`sft.max_length=null` (the reference: its limit is the longest example) cuts nothing, where
-    2048 cuts a long self-edit's tail and EOS; short examples are the same either way. Only the
-    tokenizer is loaded."""
-    tokenizer = load_tokenizer(str(smollm2_path))
+    2048 cuts a long self-edit's tail and EOS; short examples are the same either way."""
     prompt = "Passage: read and edit.\nImplications:\n"
     long = "\n".join(f"{i}. The tower implies fact number {i}." for i in range(400))
     pairs = [(prompt, long), (prompt, "The tower was finished in 1889.")]
     n_prompt = len(tokenizer(prompt)["input_ids"])
     n_long = n_prompt + len(tokenizer(long, add_special_tokens=False)["input_ids"]) + 1
     assert n_long > 2048
-    whole, dropped = encode_pairs(tokenizer, pairs, max_length=None)
-    cut, _ = encode_pairs(tokenizer, pairs, max_length=2048)
-    assert dropped == 0 and len(whole[0][0]) == len(whole[0][1]) == n_long
-    assert whole[0][1][-1] == tokenizer.eos_token_id
-    assert tokenizer.decode(whole[0][1][n_prompt:]) == long + tokenizer.eos_token
-    assert len(cut[0][0]) == 2048 and cut[0][1][-1] != tokenizer.eos_token_id
-    assert whole[0][0][:2048] == cut[0][0] and whole[1] == cut[1]
+    whole, cut = prepared(tiny_model_dir, pairs, None), prepared(tiny_model_dir, pairs, 2048)
+    assert len(whole[0]["input_ids"]) == len(whole[0]["labels"]) == n_long
+    assert whole[0]["labels"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(whole[0]["labels"][n_prompt:]) == long + tokenizer.eos_token
+    assert len(cut[0]["input_ids"]) == 2048 and cut[0]["labels"][-1] != tokenizer.eos_token_id
+    assert whole[0]["input_ids"][:2048] == cut[0]["input_ids"] and whole[1] == cut[1]
 
 
 def test_step_groups_cover_each_epoch_once():
@@ -131,9 +155,9 @@ def test_merged_checkpoint_loads_and_changes_only_targets(trained, tiny_model_di
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out, _ = trained
-    examples, _ = encode_pairs(tokenizer, pairs, FAST.max_length)
-    input_ids, attention, _ = pad_batch([e[0] for e in examples], tokenizer.pad_token_id)
-    labels, _, _ = pad_batch([e[1] for e in examples], IGNORE_INDEX)
+    rows = prepared(tiny_model_dir, pairs, FAST.max_length)
+    input_ids, attention, _ = pad_batch([r["input_ids"] for r in rows], tokenizer.pad_token_id)
+    labels, _, _ = pad_batch([r["labels"] for r in rows], IGNORE_INDEX)
     with torch.no_grad():
         loss_after = completion_loss(
             AutoModelForCausalLM.from_pretrained(out)(input_ids, attention).logits, labels
@@ -160,7 +184,7 @@ def test_merged_logits_match_peft_logits(tiny_model_dir, tokenizer, pairs, tmp_p
     from transformers import AutoModelForCausalLM
 
     cfg = SFTConfig(rank=8, alpha=16.0, lr=1e-2, epochs=1, batch_size=2, grad_accum=2, max_length=128)
-    examples, _ = encode_pairs(tokenizer, pairs, cfg.max_length)
+    examples = [(r["input_ids"], r["labels"]) for r in prepared(tiny_model_dir, pairs, cfg.max_length)]
     losses = []
     for _ in range(2):  # same seed, same trajectory
         peft_model = wrap_lora(load_causal_lm(str(tiny_model_dir), device="cpu"), cfg)
@@ -201,22 +225,36 @@ def test_invalid_inputs_and_non_finite_loss(tiny_model_dir, pairs, tmp_path, mon
     with pytest.raises(FileExistsError):
         train_sft(str(tiny_model_dir), pairs, tmp_path / "c", FAST)
 
-    real = outer.completion_loss
+    from trl import SFTTrainer
 
-    def nan_at_second_step(logits, labels):
-        loss, count = real(logits, labels)
+    real = SFTTrainer.compute_loss
+
+    def nan_at_second_step(self, *args, **kwargs):
+        loss = real(self, *args, **kwargs)
         nan_at_second_step.calls += 1
-        return (loss * math.nan if nan_at_second_step.calls == 2 else loss), count
+        return loss * math.nan if nan_at_second_step.calls == 2 else loss
 
     nan_at_second_step.calls = 0
-    monkeypatch.setattr(outer, "completion_loss", nan_at_second_step)
+    monkeypatch.setattr(SFTTrainer, "compute_loss", nan_at_second_step)
     with pytest.raises(RuntimeError, match="non-finite SFT loss .* at optimizer step 2/20"):
         train_sft(str(tiny_model_dir), pairs, tmp_path / "d", FAST)
     assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.sft-tmp-*"))
 
 
-def test_gradient_checkpointing_same_trajectory(tiny_model_dir, tokenizer, pairs):
-    examples, _ = encode_pairs(tokenizer, pairs, 128)
+def test_gradient_checkpointing_same_trajectory(tiny_model_dir, pairs, tmp_path):
+    from dataclasses import replace
+
+    cfg = SFTConfig(rank=8, alpha=16.0, lr=1e-2, epochs=1, batch_size=2, max_length=128)
+    runs = [
+        train_sft(str(tiny_model_dir), pairs, tmp_path / str(on), replace(cfg, gradient_checkpointing=on))
+        for on in (False, True)
+    ]
+    assert runs[0]["losses"] == pytest.approx(runs[1]["losses"], abs=1e-5)
+
+
+def test_cpt_loop_gradient_checkpointing_same_trajectory(tiny_model_dir, tokenizer, pairs):
+    """stage=cpt's hand-written loop (train_lora) under gradient checkpointing."""
+    examples = [(r["input_ids"], r["labels"]) for r in prepared(tiny_model_dir, pairs, 128)]
     runs = []
     for checkpointing in (False, True):
         cfg = SFTConfig(
@@ -229,8 +267,9 @@ def test_gradient_checkpointing_same_trajectory(tiny_model_dir, tokenizer, pairs
 
 
 def test_two_processes_under_accelerate_launch_match_one(tiny_model_dir, pairs, tmp_path):
-    """sft.num_processes=2 runs `accelerate launch` (gloo on CPU): each process takes half of every
-    step's micro-batches and the summed gradients give the single process's update."""
+    """sft.num_processes=2 runs TRL's trainer under `accelerate launch` (gloo on CPU): each process
+    takes half of every step's micro-batches and the averaged gradients give the single process's
+    update."""
     from dataclasses import replace
 
     cfg = replace(FAST, epochs=2, batch_size=1, grad_accum=2)  # 2 micro-batches per step: one each
@@ -244,6 +283,13 @@ def test_two_processes_under_accelerate_launch_match_one(tiny_model_dir, pairs, 
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert not list(tmp_path.glob(".two.sft-job-*"))  # the job file is removed
     assert train_sft(str(tiny_model_dir), pairs, tmp_path / "two", replace(cfg, num_processes=2))["resumed"]
+
+
+def test_processes_share_each_step():
+    assert per_process_batches(5, 2, 1) == (5, 2) and per_process_batches(5, 2, 2) == (5, 1)
+    assert per_process_batches(4, 1, 2) == (2, 1)  # sft=arc_bc's accumulation of 1: split the micro-batch
+    with pytest.raises(InputError, match="sft.batch_size=5 x sft.grad_accum=1 cannot be shared by 2"):
+        per_process_batches(5, 1, 2)
 
 
 def test_sft_dtype_replaces_the_model_dtype(tiny_model_dir, pairs, tmp_path):

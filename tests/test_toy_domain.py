@@ -5,8 +5,8 @@ the module on PYTHONPATH. The toy's reward is 1 when the self-edit contains MARK
 shows that the outer loop learns what it is rewarded for: after 2 rounds of sample -> score ->
 select (`all_positive`) -> SFT, the policy writes the marker in clearly more held-out samples than
 the starting model. MARKER is one letter found in 4% of the tokenizer's tokens, so a random model
-writes it in about a fifth of its 6-token samples; the SFT LoRA includes `lm_head`, which a random
-model's tiny logits need before any token can become likely.
+writes it in about a fifth of its 6-token samples; the SFT trains `lm_head` in full beside its LoRA
+(`sft.modules_to_save`), which a random model's tiny logits need before any token can become likely.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def test_toy_domain_learns_its_marker_through_stage_restem(untied_tiny_model_dir
         "restem.rounds=2",
         "restem.contexts_per_round=8",
         "restem.selection=all_positive",
-        "sft.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head]",
+        "sft.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]",
+        "sft.modules_to_save=[lm_head]",
         "sft.rank=16",
         "sft.alpha=32",
         "sft.lr=2e-2",

@@ -128,12 +128,14 @@ def build_domain(cfg: DictConfig, ctx: RunContext) -> Domain:
 
 
 def check_devices(cfg: DictConfig) -> None:
-    """Fail before any work when `inner.devices` or `sft.num_processes` cannot be met here."""
+    """Fail before any work when `inner.devices` or `sft.num_processes` cannot be met here, the
+    SFT's step cannot be shared by its processes, or TRL cannot train its targets."""
     from seal_runner.inner import worker_devices
-    from seal_runner.outer import sft_processes
+    from seal_runner.outer import check_sft_targets, per_process_batches, sft_processes
 
     worker_devices(cfg.inner.devices)
-    sft_processes(cfg.sft.num_processes)
+    per_process_batches(cfg.sft.batch_size, cfg.sft.grad_accum, sft_processes(cfg.sft.num_processes))
+    check_sft_targets(cfg.sft.target_modules)
 
 
 def versions() -> dict[str, str]:
