@@ -143,7 +143,7 @@ def test_fixed_learner_and_passage_baseline(tiny_model_dir, tmp_path):
         "restem.reward_baseline=passage",
         "restem.selection=positive_gain",
     )
-    run_restem(tiny_model_dir, run_dir, *extra)
+    proc = run_restem(tiny_model_dir, run_dir, *extra)
     updates = [json.loads(line)["key"] for line in (run_dir / "round_0" / "updates.jsonl").open()]
     assert sorted(k for k in updates if k.endswith("-passage")) == sorted(
         {k[:5] + "-passage" for k in updates}
@@ -159,14 +159,35 @@ def test_fixed_learner_and_passage_baseline(tiny_model_dir, tmp_path):
         assert c["baseline"] == pytest.approx(
             mean[("passage", c["context"])] - mean[("baseline", c["context"])]
         )
+    best = {}
+    for c in rewards:  # per context the highest reward, ties to the earliest sample
+        if c["context"] not in best or c["reward"] > best[c["context"]]["reward"]:
+            best[c["context"]] = c
+    expected = sorted((c["context"], c["sample"]) for c in best.values() if c["reward"] > c["baseline"])
     chosen = json.loads((run_dir / "round_0" / "sft.json").read_text())
-    assert all(c["reward"] > c["baseline"] for c in chosen)
+    assert sorted((c["context"], c["sample"]) for c in chosen) == expected
     summary = json.loads((run_dir / "summary.json").read_text())
     start, end = summary["rounds"]
     assert start["learner"] == end["learner"] == str(tiny_model_dir)
     assert start["heldout"]["answer_logprob"]["base"] == end["heldout"]["answer_logprob"]["base"]
-    if chosen:  # the policy moved, the learner did not
-        assert end["policy"] != start["policy"]
+    assert (end["policy"] != start["policy"]) == bool(chosen)  # the policy moves, the learner does not
+    moved = "every update trains the starting model (restem.learner=base)" in proc.stdout
+    assert moved == bool(chosen)
+
+
+def test_table_names_a_fixed_learner():
+    """The last Table 2 row says whose update it is once the learner is not the policy."""
+    from seal_runner.domains.knowledge.report import table2_rows
+
+    cell = {"macro_accuracy": 0.1, "ci_low": 0.0, "ci_high": 0.2}
+    heldout = {"base": cell, "selfedit": cell}
+    rounds = [
+        {"round": 0, "policy": "base", "learner": "base", "heldout": heldout},
+        {"round": 1, "policy": "round_0/policy", "learner": "base", "heldout": heldout},
+    ]
+    assert table2_rows(rounds)[-1]["row"] == "passage + self-edit (policy after round 1, base model updated)"
+    rounds[1]["learner"] = "round_0/policy"
+    assert table2_rows(rounds)[-1]["row"] == "passage + self-edit (policy after round 1)"
 
 
 def test_reward_baselines_that_do_not_apply_are_refused(hydra_ctx, tiny_model_dir):

@@ -29,6 +29,7 @@ from seal_runner.domains.knowledge.pipeline import (
 from seal_runner.domains.knowledge.report import (
     comparisons,
     difference_line,
+    fixed_learner,
     plot_round_curve,
     plot_table2,
     table2_rows,
@@ -546,7 +547,8 @@ def format_table(summary: dict) -> str:
     lines = [
         f"\n{summary['experiment']}: held-out accuracy (%) per policy, macro over "
         f"{summary['heldout_articles']} articles [95% bootstrap CI]; self-edit = mean of {samples} "
-        "self-edit(s) per article, each applied by its own update",
+        "self-edit(s) per article, each applied by its own update"
+        + ("; every update trains the starting model (restem.learner=base)" if fixed_learner(rounds) else ""),
         f"{'policy':<9} {'no update':>20} {'passage only':>20} {'own self-edit':>20} {'mean / best-of-k reward':>24} "
         f"{'kept':>5}",
     ]

@@ -72,13 +72,20 @@ def table2_rows(rounds: list[dict]) -> list[dict]:
         rows.append({"row": "train on passage", **first["heldout"]["passage"]})
     rows.append({"row": "passage + base-model self-edit", **first["heldout"]["selfedit"]})
     if len(rounds) > 1:
+        learner = ", base model updated" if fixed_learner(rounds) else ""
         rows.append(
             {
-                "row": f"passage + self-edit (policy after round {last['round']})",
+                "row": f"passage + self-edit (policy after round {last['round']}{learner})",
                 **last["heldout"]["selfedit"],
             }
         )
     return rows
+
+
+def fixed_learner(rounds: list[dict]) -> bool:
+    """Whether a later round's self-edits trained another model than the policy that wrote them
+    (`restem.learner=base`)."""
+    return any(r.get("learner", r["policy"]) != r["policy"] for r in rounds)
 
 
 def plot_round_curve(summary: dict, path: Path) -> Path:
