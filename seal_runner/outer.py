@@ -47,14 +47,11 @@ DONE_MARKER = "sft_done.json"
 Example = tuple[list[int], list[int]]  # (input_ids, labels) of one stage=cpt row
 
 
-def wrap_lora(model, cfg: PolicyTrainingConfig):
-    """A PEFT LoRA wrapper around `model` (mutated in place); A initialised from `cfg.seed`."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(cfg: PolicyTrainingConfig):
+    """PEFT's `LoraConfig` for a whole-model training (the policy SFT, stage=cpt)."""
+    from peft import LoraConfig
 
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    torch.manual_seed(cfg.seed)
-    lora = LoraConfig(
+    return LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
@@ -62,7 +59,16 @@ def wrap_lora(model, cfg: PolicyTrainingConfig):
         modules_to_save=list(cfg.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+
+
+def wrap_lora(model, cfg: PolicyTrainingConfig):
+    """A PEFT LoRA wrapper around `model` (mutated in place); A initialised from `cfg.seed`."""
+    from peft import get_peft_model
+
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(cfg.seed)
+    return get_peft_model(model, lora_config(cfg))
 
 
 def completion_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -296,7 +302,6 @@ def fit_sft(
     step (`per_process_batches`), so the effective batch, and the trajectory up to float summation
     order, is the single process's."""
     import datasets
-    from peft import LoraConfig
     from transformers import set_seed
     from trl import SFTConfig as TRLConfig
     from trl import SFTTrainer
@@ -332,7 +337,6 @@ def fit_sft(
         dataloader_pin_memory=torch.cuda.is_available(),
         bf16=False,
         fp16=False,  # the weights train in the dtype they were loaded in
-        dataset_num_proc=None,
     )
     set_seed(cfg.seed)  # LoRA's A matrices are drawn when the trainer wraps the model
     trainer = SFTTrainer(
@@ -340,14 +344,7 @@ def fit_sft(
         args=args,
         train_dataset=datasets.Dataset.from_list([{"prompt": p, "completion": c} for p, c in pairs]),
         processing_class=tokenizer,
-        peft_config=LoraConfig(
-            r=cfg.rank,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=list(cfg.target_modules),
-            modules_to_save=list(cfg.modules_to_save) or None,
-            task_type="CAUSAL_LM",
-        ),
+        peft_config=lora_config(cfg),
     )
     examples = len(trainer.train_dataset)
     if not examples:
