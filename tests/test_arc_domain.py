@@ -154,7 +154,7 @@ def test_a_bc_round_goes_through_the_shared_improve(hydra_ctx: None, tmp_path: P
     engines = Engines(NoEngine(), NoEngine())
     record: dict = {"round": 0}
 
-    assert improve(run, domain, engines, "/policy_0", 0, record) == "/policy_0"
+    assert improve(run, domain, engines, "/policy_0", "/policy_0", 0, record) == "/policy_0"
     assert engines.sampler.closed and engines.qa.closed
     assert record["chosen"] == 0 and "sft" not in record and record["solved"] == 0
     assert record["rewards"]["mean_reward"] == 0.0 and record["rewards"]["mean_baseline"] is None

@@ -85,7 +85,7 @@ def table2_rows(rounds: list[dict]) -> list[dict]:
 def fixed_learner(rounds: list[dict]) -> bool:
     """Whether a later round's self-edits trained another model than the policy that wrote them
     (`restem.learner=base`)."""
-    return any(r.get("learner", r["policy"]) != r["policy"] for r in rounds)
+    return any(r.get("learner", r.get("policy")) != r.get("policy") for r in rounds)
 
 
 def plot_round_curve(summary: dict, path: Path) -> Path:
