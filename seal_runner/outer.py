@@ -29,7 +29,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
 from seal_runner.choices import LoraMode
 from seal_runner.config import CPTConfig, PolicyTrainingConfig, SFTConfig
@@ -351,7 +350,7 @@ def fit_sft(
         raise ValueError(
             f"all {len(pairs)} pairs were dropped: every prompt fills max_length={cfg.max_length}"
         )
-    history = StepHistory()
+    history = step_history()
     trainer.add_callback(history)
     trainer.train()
     labelled = sum(sum(label != -100 for label in row) for row in trainer.train_dataset["labels"])
@@ -382,6 +381,27 @@ def fit_sft(
     return stats
 
 
+def step_history():
+    """A trainer callback that collects each optimizer step's logged loss and pre-clip gradient norm,
+    and stops the training at the first non-finite loss (`check_finite`), before anything is
+    published. Built here, not at import: transformers' trainer modules take seconds to import, and
+    every run imports this module at start-up (`check_devices`)."""
+    from transformers import TrainerCallback
+
+    class StepHistory(TrainerCallback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+            self.grad_norms: list[float] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+            if logs and "loss" in logs:
+                check_finite(float(logs["loss"]), state.global_step, state.max_steps)
+                self.losses.append(float(logs["loss"]))
+                self.grad_norms.append(float(logs.get("grad_norm", math.nan)))
+
+    return StepHistory()
+
+
 def check_sft_targets(target_modules) -> None:
     """TRL's SFT computes its loss from `lm_head.weight` directly, so a LoRA there would never train
     (TRL refuses it when the trainer is built, after a round's work): name the fix up front."""
@@ -404,21 +424,6 @@ def per_process_batches(batch_size: int, grad_accum: int, world: int) -> tuple[i
         f"sft.batch_size={batch_size} x sft.grad_accum={grad_accum} cannot be shared by {world} processes "
         "(sft.num_processes): make one of them a multiple of it"
     )
-
-
-class StepHistory(TrainerCallback):
-    """Collects each optimizer step's logged loss and pre-clip gradient norm, and stops the training
-    at the first non-finite loss (`check_finite`), before anything is published."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.grad_norms: list[float] = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-        if logs and "loss" in logs:
-            check_finite(float(logs["loss"]), state.global_step, state.max_steps)
-            self.losses.append(float(logs["loss"]))
-            self.grad_norms.append(float(logs.get("grad_norm", math.nan)))
 
 
 def merge_adapter(
