@@ -27,13 +27,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seal_runner.choices import RestemLearner
 from seal_runner.domains.arc.domain import ArcDomain
 from seal_runner.domains.knowledge.report import plot_table2
 from seal_runner.errors import InputError
 from seal_runner.records import write_json
 from seal_runner.stages.common import build_domain, setup_run, versions
-from seal_runner.stages.restem import improve, writer_and_learner
+from seal_runner.stages.restem import improve, round_learner, writer_and_learner
 
 CONDITIONS = ("icl", "ttt_base", "seal", "oracle")
 TABLE_ROWS = {
@@ -76,7 +75,7 @@ def run(cfg: DictConfig) -> dict:
         for r in range(cfg.restem.rounds):
             t0 = time.perf_counter()
             record = {"round": r}
-            learner = ctx.model_path if cfg.restem.learner == RestemLearner.base else policy
+            learner = round_learner(ctx, policy)
             if learner != policy:  # the policy's engines serve both roles unless the learner is fixed
                 engines.close()
                 engines = writer_and_learner(ctx, policy, learner)

@@ -58,6 +58,11 @@ def scored_round(
     return candidates, spent, edits
 
 
+def round_learner(ctx: RunContext, policy: str) -> str:
+    """The model a round's inner updates train (`restem.learner`): the policy, or the starting model."""
+    return ctx.model_path if ctx.cfg.restem.learner == RestemLearner.base else policy
+
+
 def writer_and_learner(ctx: RunContext, policy: str, learner: str) -> Engines:
     """The round's engines: `policy` samples the self-edits, `learner` (`restem.learner`) answers
     the questions under the adapters trained on it; one engine pair when they are the same model."""
@@ -124,7 +129,7 @@ def run(cfg: DictConfig) -> dict:
     rounds = []
     for r in range(cfg.restem.rounds + 1):
         round_start = time.perf_counter()
-        learner = ctx.model_path if cfg.restem.learner == RestemLearner.base else policy
+        learner = round_learner(ctx, policy)
         engines = writer_and_learner(ctx, policy, learner)
         evaluation = domain.evaluate(engines, learner, heldout, ctx.run_dir / "eval" / f"round_{r}")
         record = {
