@@ -202,6 +202,11 @@ def merge_and_save(peft_model, tokenizer, out_dir: Path, stats: dict, started: f
     return out_dir
 
 
+def trainer_dir(out_dir: Path) -> Path:
+    """The `output_dir` TRL is given for the SFT of `out_dir`, beside it; removed after training."""
+    return out_dir.parent / f".{out_dir.name}.trainer"
+
+
 def train_sft(
     model_path: str,
     pairs: list[tuple[str, str]],
@@ -233,8 +238,8 @@ def train_sft(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists without {DONE_MARKER}; not overwriting it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.sft-tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a run killed mid-save
+    for stale in [*out_dir.parent.glob(f".{out_dir.name}.sft-tmp-*"), trainer_dir(out_dir)]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run killed mid-save or mid-training
     processes = sft_processes(cfg.num_processes)
     if processes > 1:
         return launch_sft(model_path, pairs, out_dir, cfg, dtype, processes)
@@ -311,7 +316,7 @@ def fit_sft(
     batch_size, grad_accum = per_process_batches(cfg.batch_size, cfg.grad_accum, world)
     tokenizer = load_tokenizer(model_path)
     args = TRLConfig(
-        output_dir=str(out_dir.parent / f".{out_dir.name}.trainer"),
+        output_dir=str(trainer_dir(out_dir)),
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum,
         num_train_epochs=cfg.epochs,
@@ -352,7 +357,10 @@ def fit_sft(
         )
     history = step_history()
     trainer.add_callback(history)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:  # TRL saves nothing there (save_strategy=no) but creates the dir
+        shutil.rmtree(args.output_dir, ignore_errors=True)
     labelled = sum(sum(label != -100 for label in row) for row in trainer.train_dataset["labels"])
     stats = {
         "model_path": str(model_path),
@@ -375,7 +383,6 @@ def fit_sft(
     if trainer.accelerator.is_main_process:
         merge_and_save(trainer.model, tokenizer, Path(out_dir), stats, started=start)  # sets stats["seconds"]
     trainer.accelerator.wait_for_everyone()
-    shutil.rmtree(args.output_dir, ignore_errors=True)
     del trainer
     release_memory()  # the next round's engines load the new policy in this process
     return stats

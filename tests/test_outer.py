@@ -168,7 +168,7 @@ def test_merged_checkpoint_loads_and_changes_only_targets(trained, tiny_model_di
     assert loss_after[0] < loss_before[0] - 0.4 and loss_after[1] == loss_before[1]
     assert (out / DONE_MARKER).exists() and (out / "config.json").exists()
     assert list(out.glob("*.safetensors"))
-    assert not list(out.parent.glob(".policy.sft-tmp-*"))
+    assert not list(out.parent.glob(".policy.sft-tmp-*")) and not (out.parent / ".policy.trainer").exists()
     merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert not any("lora" in k for k in merged) and merged.keys() == start.keys()
@@ -236,9 +236,11 @@ def test_invalid_inputs_and_non_finite_loss(tiny_model_dir, pairs, tmp_path, mon
 
     nan_at_second_step.calls = 0
     monkeypatch.setattr(SFTTrainer, "compute_loss", nan_at_second_step)
+    (tmp_path / ".d.trainer").mkdir()  # as a SIGKILLed SFT leaves it
+    (tmp_path / ".d.trainer" / "stale.txt").write_text("x")
     with pytest.raises(RuntimeError, match="non-finite SFT loss .* at optimizer step 2/20"):
         train_sft(str(tiny_model_dir), pairs, tmp_path / "d", FAST)
-    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.sft-tmp-*"))
+    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.*"))
 
 
 def test_gradient_checkpointing_same_trajectory(tiny_model_dir, pairs, tmp_path):
