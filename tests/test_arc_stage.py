@@ -37,6 +37,8 @@ def run_arc(model_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
         f"model.name_or_path={model_dir}",
         "logger=none",
         f"domain.generated.families=[{','.join(FAMILIES)}]",
+        "domain.generated.train_per_family=1",
+        "domain.generated.eval_per_family=1",
         "domain.train_samples_per_task=1",
         "domain.eval_samples_per_task=1",
         "domain.max_sample_attempts=2",
