@@ -5,10 +5,11 @@
 Every job dir (one holding `.hydra/overrides.yaml`) is one row, labelled by the values of the overrides
 that differ between the jobs of its table (`selfedit_prompt=rewrite` -> "rewrite"); overrides shared by
 all of them are printed once above the table instead, since they distinguish nothing. One table per
-stage found in the jobs' summary.json:
+stage found in the jobs' summary.json (stage=evaluate: one per domain table):
 
 - evaluate: one column per condition (its label), "acc% ± SE" of the macro accuracy over articles
   (the paper's single-passage table);
+- table1 (stage=evaluate on ARC): one column per Table 1 method, "success% [95% CI]" over tasks;
 - restem: "round 0", "round 1", ... with the held-out self-edit macro accuracy ± SE per round
   (Table 10: prompt x base / iter1 / iter2).
 
@@ -17,7 +18,8 @@ partial sweep is never mistaken for a finished one.
 
 `--plot` also draws each table as a PNG beside the table output (`<out stem>_<stage>.png`, or
 `<multirun dir>/table_<stage>.png` without --out): one bar per job of its headline accuracy (evaluate:
-the last condition it listed; restem: its last round's held-out self-edit accuracy), with the 95% CI
+the last condition it listed; table1: SEAL, else its last condition; restem: its last round's held-out
+self-edit accuracy), with the 95% CI
 where the job's summary has one (restem's and evaluate's do), in the same row order as the table.
 """
 
@@ -92,6 +94,13 @@ def cell(result: dict | None) -> str:
     return f"{100 * result['macro_accuracy']:.1f}%{se_text}"
 
 
+def rate_cell(result: dict) -> str:
+    """A Table 1 success rate in percent with its bootstrap 95% CI over tasks."""
+    return (
+        f"{100 * result['success_rate']:.1f}% [{100 * result['ci_low']:.1f}, {100 * result['ci_high']:.1f}]"
+    )
+
+
 def evaluate_columns(summary: dict) -> dict[str, str]:
     """Condition label -> cell, in the order the run listed its conditions."""
     return {c["label"]: cell(c) for c in summary.get("conditions", {}).values()}
@@ -104,7 +113,12 @@ def restem_columns(summary: dict) -> dict[str, str]:
     }
 
 
-COLUMNS = {"evaluate": evaluate_columns, "restem": restem_columns}
+def table1_columns(summary: dict) -> dict[str, str]:
+    """ARC method (its Table 1 label) -> success rate cell, in the paper's row order."""
+    return {c["label"]: rate_cell(c) for c in summary.get("conditions", {}).values()}
+
+
+COLUMNS = {"evaluate": evaluate_columns, "table1": table1_columns, "restem": restem_columns}
 
 
 def evaluate_headline(summary: dict) -> tuple[str, dict | None]:
@@ -121,9 +135,23 @@ def restem_headline(summary: dict) -> tuple[str, dict | None]:
     return f"round {rounds[-1]['round']} policy's self-edits", rounds[-1].get("heldout", {}).get("selfedit")
 
 
-HEADLINES = {"evaluate": evaluate_headline, "restem": restem_headline}
+def table1_headline(summary: dict) -> tuple[str, dict | None]:
+    """SEAL's success rate when the run has it, else the last condition's."""
+    conditions = summary.get("conditions", {})
+    key = "seal" if "seal" in conditions else next(reversed(conditions), None)
+    return (key, conditions[key]) if key else ("", None)
+
+
+HEADLINES = {"evaluate": evaluate_headline, "table1": table1_headline, "restem": restem_headline}
+# what a job's bar shows: its headline's key, and the x axis
+VALUES = {
+    "evaluate": ("macro_accuracy", "no-context QA accuracy (%), 95% CI over articles"),
+    "table1": ("success_rate", "success rate over (task, self-edit) pairs (%), 95% CI over tasks"),
+    "restem": ("macro_accuracy", "no-context QA accuracy (%), 95% CI over articles"),
+}
 CAPTIONS = {
     "evaluate": "Accuracy per condition (macro over articles, % ± SE)",
+    "table1": "Few-shot ARC success rate per method (% of (task, self-edit) pairs [95% CI over tasks])",
     "restem": "Held-out accuracy with self-edits per ReSTEM round (macro over articles, % ± SE)",
 }
 
@@ -143,12 +171,17 @@ def markdown_table(stage: str, jobs: list[Job]) -> str:
     return "\n".join(lines)
 
 
+def table_of(summary: dict) -> str | None:
+    """The table a job goes into: its stage, but ARC's stage=evaluate runs (`table: table1`) their own."""
+    return "table1" if summary.get("table") == "table1" else summary.get("stage")
+
+
 def by_stage(jobs: list[Job]) -> dict[str, list[Job]]:
-    """The jobs that can be tabulated, grouped by stage in first-seen order."""
+    """The jobs that can be tabulated, grouped by table in first-seen order."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
-        if job.summary is not None and job.summary.get("stage") in COLUMNS:
-            groups.setdefault(job.summary["stage"], []).append(job)
+        if job.summary is not None and table_of(job.summary) in COLUMNS:
+            groups.setdefault(table_of(job.summary), []).append(job)
     return groups
 
 
@@ -177,9 +210,10 @@ def write_plots(jobs: list[Job], stem: Path) -> list[Path]:
     for stage, stage_jobs in by_stage(jobs).items():
         header, labels, _ = row_labels(stage_jobs)
         bars = []
+        value, xlabel = VALUES[stage]
         for job in stage_jobs:
             what, result = HEADLINES[stage](job.summary)
-            if result and result.get("macro_accuracy") is not None:
+            if result and result.get(value) is not None:
                 bars.append((labels[job.path], what, result))
         if not bars:
             continue
@@ -188,7 +222,7 @@ def write_plots(jobs: list[Job], stem: Path) -> list[Path]:
         rows = [{**result, "row": label if shared else f"{label}: {what}"} for label, what, result in bars]
         title = f"{stage} jobs by {header}" + (f": {bars[0][1]}" if shared else "")
         stem.parent.mkdir(parents=True, exist_ok=True)
-        paths.append(plot_table2(rows, stem.with_name(f"{stem.name}_{stage}.png"), title))
+        paths.append(plot_table2(rows, stem.with_name(f"{stem.name}_{stage}.png"), title, value, xlabel))
     return paths
 
 

@@ -36,7 +36,6 @@ class Stage(Choice):
 
     evaluate = "evaluate"
     restem = "restem"
-    arc = "arc"
     continual = "continual"
     cpt = "cpt"
 

@@ -103,7 +103,7 @@ def seed_round(domain: ArcDomain, out: Path, solved: set[str], failed: frozenset
 def test_arc_presets_run_behaviour_cloning_as_restem(hydra_ctx: None) -> None:
     for preset in ("demo/arc_cpu", "paper/arc_fewshot"):
         cfg = _compose([f"experiment={preset}"])
-        assert cfg.stage == "arc" and cfg.domain._target_ == "seal_runner.domains.arc.domain.ArcDomain"
+        assert cfg.stage == "evaluate" and cfg.domain._target_ == "seal_runner.domains.arc.domain.ArcDomain"
         assert cfg.restem.reward == "solved" and cfg.restem.selection == "all_positive"
         assert cfg.restem.rounds == 1 and cfg.sft.rank == cfg.sft.alpha == 16  # sft=arc_bc
     knowledge = _compose([])

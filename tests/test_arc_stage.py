@@ -1,4 +1,4 @@
-"""`stage=arc` end to end on the tiny random model: all four Table 1 conditions, BC, resume.
+"""ARC's `stage=evaluate` (Table 1) end to end on the tiny random model: all four Table 1 conditions, BC, resume.
 
 The random model never writes valid JSON, so its self-edit attempts exercise the re-sampling budget;
 one earlier run's records are seeded into round_0 (a valid self-edit per training task, one of them

@@ -491,6 +491,16 @@ CHOICES = {
         check_conditions,
         ["evaluate.samples=0: at least one self-edit per article"],
     ),
+    "a knowledge row on ARC's table": (
+        ["experiment=demo/arc_cpu", "conditions=[base,passage,selfedit]"],
+        check_conditions,
+        ["conditions: ['base', 'passage', 'selfedit'] are not ARC conditions", "icl, ttt_base, seal, oracle"],
+    ),
+    "a domain without an evaluation table": (
+        ["stage=evaluate", "domain._target_=seal_runner.errors.InputError"],
+        check_conditions,
+        ["domain=knowledge has no evaluation table for stage=evaluate", "stage=restem"],
+    ),
     "likelihood from an engine that only generates": (
         ["experiment=paper/knowledge_single_passage", "engine@qa_engine=vllm", "evaluate.likelihood=true"],
         check_conditions,

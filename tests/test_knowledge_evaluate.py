@@ -67,7 +67,7 @@ def test_summary_counts_failed_updates_per_row():
     """stage=evaluate's summary: the failed update of article 2 is counted on its row only, and the
     row's baseline and gain are the paired ones."""
     from seal_runner.domains.knowledge.data import QA, Article
-    from seal_runner.stages.evaluate import Row, format_table, summarise
+    from seal_runner.domains.knowledge.table2 import Row, format_table, summarise
 
     articles = [Article(i, f"T{i}", "C", (QA("q", "a"), QA("q2", "a2"))) for i in range(4)]
     rows = [

@@ -1,5 +1,5 @@
 """The stage pictures from synthetic summaries shaped exactly as the stages write them: stage=evaluate's
-Table 2 bars and stage=arc's Table 1 bars, each a PNG in the run dir that the printed table names.
+Table 2 bars for knowledge and Table 1 bars for ARC, each a PNG in the run dir that the printed table names.
 No model runs; the full stages check the same files end to end (tests/test_table2.py, test_e2e.py,
 test_arc_stage.py)."""
 
@@ -10,9 +10,10 @@ import math
 import pytest
 from omegaconf import OmegaConf
 
+from seal_runner.domains.arc import table1
 from seal_runner.domains.arc.domain import condition_summary
+from seal_runner.domains.knowledge import table2
 from seal_runner.domains.knowledge.data import QA, Article
-from seal_runner.stages import arc, evaluate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -30,9 +31,9 @@ def evaluate_summary() -> dict:
     four articles, the self-edit's update of article 2 failed (so that row has 3 articles)."""
     articles = [Article(i, f"T{i}", "C", (QA("q", "a"), QA("q2", "a2"))) for i in range(4)]
     rows = [
-        evaluate.Row("base", "base model (no update)", None, "m", "base"),
-        evaluate.Row("passage", "train on passage", None, "m", "base"),
-        evaluate.Row("selfedit", "passage + self-edit", None, "m", "base"),
+        table2.Row("base", "base model (no update)", None, "m", "base"),
+        table2.Row("passage", "train on passage", None, "m", "base"),
+        table2.Row("selfedit", "passage + self-edit", None, "m", "base"),
     ]
     updates = {
         f"{row}-{i:04d}": {"key": f"{row}-{i:04d}", "adapter": f"a{i}", "seconds": 1.0}
@@ -54,7 +55,7 @@ def evaluate_summary() -> dict:
             "evaluate": {"samples": 1, "likelihood": False, "compare": [["selfedit", "passage"]]},
         }
     )
-    return evaluate.summarise(cfg, rows, articles, {}, updates, results, {}, {}, 0.0)
+    return table2.summarise(cfg, rows, articles, {}, updates, results, {}, {}, 0.0)
 
 
 def test_evaluate_rows_carry_a_bootstrap_ci():
@@ -67,12 +68,12 @@ def test_evaluate_rows_carry_a_bootstrap_ci():
 
 def test_evaluate_table2_png_is_named_in_the_table(tmp_path):
     summary = evaluate_summary()
-    assert "plots:" not in evaluate.format_table(summary)  # summarise alone has drawn nothing
-    summary["plots"] = evaluate.plots(summary, tmp_path)
+    assert "plots:" not in table2.format_table(summary)  # summarise alone has drawn nothing
+    summary["plots"] = table2.plots(summary, tmp_path)
     png = tmp_path / "table2.png"
     assert summary["plots"] == {"table2": str(png)}
     assert png.read_bytes()[:8] == PNG and png.stat().st_size > 1000
-    assert evaluate.format_table(summary).splitlines()[-1].endswith(f"plots: {png}")
+    assert table2.format_table(summary).splitlines()[-1].endswith(f"plots: {png}")
 
 
 def test_evaluate_plot_draws_a_row_without_any_answer(tmp_path):
@@ -87,7 +88,7 @@ def test_evaluate_plot_draws_a_row_without_any_answer(tmp_path):
         "ci_high": math.nan,
         "articles": 0,
     }
-    evaluate.plots(summary, tmp_path)
+    table2.plots(summary, tmp_path)
     assert (tmp_path / "table2.png").read_bytes()[:8] == PNG
 
 
@@ -117,7 +118,7 @@ def test_arc_success_rate_ci_bootstraps_over_tasks(tmp_path):
 
 
 def test_arc_table1_png_is_named_in_the_table(tmp_path):
-    """stage=arc's summary (the keys `arc.run` writes) with three of the four conditions."""
+    """stage=evaluate's ARC summary (the keys `table1.measure` writes) with three of the four conditions."""
     conditions = {
         "icl": arc_condition(tmp_path, "icl", {t: [False] for t in "abcd"}),
         "ttt_base": arc_condition(
@@ -127,7 +128,7 @@ def test_arc_table1_png_is_named_in_the_table(tmp_path):
     }
     summary = {
         "experiment": "demo_arc_cpu",
-        "stage": "arc",
+        "stage": "evaluate",
         "model": "m",
         "seed": 0,
         "eval_tasks": 4,
@@ -139,11 +140,11 @@ def test_arc_table1_png_is_named_in_the_table(tmp_path):
         "total_s": 1.0,
         "objective": conditions["icl"]["success_rate"],
     }
-    summary["plots"] = arc.plots(summary, tmp_path)
+    summary["plots"] = table1.plots(summary, tmp_path)
     png = tmp_path / "table1.png"
     assert summary["plots"] == {"table1": str(png)}
     assert png.read_bytes()[:8] == PNG and png.stat().st_size > 1000
-    table = arc.format_table(summary)
+    table = table1.format_table(summary)
     assert table.splitlines()[-1].endswith(f"plots: {png}")
     assert "| TTT + Self-Edit (w/o prior RL)   |             37.5 |" in table
     low, high = 100 * conditions["ttt_base"]["ci_low"], 100 * conditions["ttt_base"]["ci_high"]

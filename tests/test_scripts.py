@@ -328,6 +328,42 @@ def test_make_table_plot_draws_one_bar_per_job(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _arc(rate: float) -> dict:
+    return {"success_rate": rate, "ci_low": rate / 2, "ci_high": min(1.0, 2 * rate), "solved": 1, "pairs": 3}
+
+
+def test_make_table_arc_table1_and_its_plot(tmp_path, capsys):
+    """ARC's stage=evaluate summaries (`table: table1`) get their own table, success rates with CIs,
+    and a bar per job of its SEAL row; knowledge's stage=evaluate jobs in the same sweep keep theirs."""
+    root = tmp_path / "sweep"
+    for i, epochs in enumerate((2, 4)):
+        conditions = {
+            "icl": _arc(0.0) | {"label": "ICL"},
+            "seal": _arc(0.25 * epochs / 2) | {"label": "SEAL"},
+            "oracle": _arc(0.5) | {"label": "Oracle TTT"},
+        }
+        summary = {"stage": "evaluate", "table": "table1", "conditions": conditions}
+        _job(root, str(i), [f"domain.oracle.num_train_epochs={epochs}"], summary)
+    _job(
+        root,
+        "2",
+        ["domain=knowledge"],
+        {"stage": "evaluate", "conditions": {"base": _cond("base", 0.3, 0.02)}},
+    )
+    out = tmp_path / "tables" / "arc.md"
+    assert make_table.main([str(root), "--out", str(out), "--plot"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert (
+        "**table1**: Few-shot ARC success rate per method (% of (task, self-edit) pairs [95% CI over tasks])"
+        in printed
+    )
+    assert "| domain.oracle.num_train_epochs | ICL | SEAL | Oracle TTT |" in printed
+    assert "| 4 | 0.0% [0.0, 0.0] | 50.0% [25.0, 100.0] | 50.0% [25.0, 100.0] |" in printed
+    assert "| knowledge | 30.0% ± 2.0 |" in printed  # its own table, not an ARC row
+    png = tmp_path / "tables" / "arc_table1.png"
+    assert f"plot: {png}" in printed and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_make_table_without_jobs_fails(tmp_path, capsys):
     assert make_table.main([str(tmp_path)]) == 2
     assert "no job dirs" in capsys.readouterr().err

@@ -25,10 +25,10 @@ from seal_runner.config import CPTConfig
 from seal_runner.domains.knowledge.data import load_articles
 from seal_runner.domains.knowledge.evaluate import macro_accuracy, micro_accuracy
 from seal_runner.domains.knowledge.pipeline import answer_units
+from seal_runner.domains.knowledge.table2 import check_conditions, rows_for
 from seal_runner.outer import train_on_texts
 from seal_runner.records import read_jsonl, write_json
 from seal_runner.stages.common import setup_run, versions
-from seal_runner.stages.evaluate import check_conditions, rows_for
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ paper) or with `restem.learner=base` the starting model every round:
      policy_{r+1}.
 After the last round the final policy is evaluated too. Everything lives under round_<r>/ and
 eval/round_<r>/ in the run dir and is skipped on a rerun once on disk. Steps 2-4 are `improve`, which
-stage=arc also runs for its behaviour-cloning rounds (`restem=arc_bc`) between its Table 1 conditions.
+ARC's Table 1 (stage=evaluate, domains/arc/table1.py) also runs for its behaviour-cloning rounds
+(`restem=arc_bc`) before its SEAL condition.
 """
 
 from __future__ import annotations

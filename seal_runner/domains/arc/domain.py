@@ -13,7 +13,8 @@ evaluation tasks with `domain.eval_samples_per_task` self-edits each.
 
 `condition` scores one way of adapting a policy on a set of tasks: `icl` (no adaptation), `selfedit`
 (one test-time training per sampled self-edit) or `oracle` (one fixed plan, `domain.oracle`). The
-held-out evaluation is `selfedit` on the evaluation tasks; stage=arc builds Table 1 from all three.
+held-out evaluation is `selfedit` on the evaluation tasks; stage=evaluate builds Table 1 from all three
+(domains/arc/table1.py).
 Every condition writes self_edits.jsonl, updates.jsonl, adapters/, results.jsonl and summary.json
 under its dir, each step skipping what is already there.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from seal_runner.choices import ArcSource, Reward, RewardBaseline, SelfEditHeader, TestInputs
+from seal_runner.domains.arc import table1
 from seal_runner.domains.arc.data import ARCTask, load_tasks
 from seal_runner.domains.arc.generator import generate_tasks
 from seal_runner.domains.arc.pipeline import (
@@ -166,6 +168,15 @@ class ArcDomain:
                 f"round {r['round']}: {100 * h['success_rate']:.1f}% ({h['solved']} / {h['pairs']}){kept}"
             )
         return "\n".join(lines)
+
+    # stage=evaluate: the paper's Table 1 (domains/arc/table1.py)
+    check_conditions = staticmethod(table1.check_conditions)
+
+    def evaluate_conditions(self, started: float) -> dict:
+        return table1.measure(self.run, self, started)
+
+    def format_conditions(self, summary: dict) -> str:
+        return table1.format_table(summary)
 
     def condition(
         self, engines: Engines, policy: str, tasks: list[ARCTask], out: Path, mode: str, samples: int = 1

@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from seal_runner.choices import Reward, RewardBaseline
+from seal_runner.domains.knowledge import table2
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies, mean_and_se, mean_over_samples
 from seal_runner.domains.knowledge.pipeline import (
@@ -44,7 +45,6 @@ from seal_runner.stats import bootstrap_mean_ci, paired_difference
 log = logging.getLogger(__name__)
 
 LONG_DEMO = "seal-run experiment=demo/seal_effect_cpu domain.n_articles=20"
-HF_ENGINE = "seal_runner.engines.hf_engine.HFEngine"
 
 
 def round_file_contexts(path: str, n: int, heldout: list[Article]) -> list[Article]:
@@ -105,7 +105,7 @@ class KnowledgeDomain:
                 f"restem.reward={restem.reward} is not a knowledge reward; choose from {', '.join(REWARDS)}"
             )
         scoring = restem.reward == Reward.likelihood or restem.get("heldout_likelihood", False)
-        if scoring and run.cfg.qa_engine._target_ != HF_ENGINE:
+        if scoring and run.cfg.qa_engine._target_ != table2.HF_ENGINE:
             raise InputError(
                 "restem.reward=likelihood and restem.heldout_likelihood score gold answers by "
                 f"teacher forcing, which only the transformers engine does: add engine@qa_engine=hf "
@@ -272,6 +272,15 @@ class KnowledgeDomain:
 
     def format_table(self, summary: dict) -> str:
         return format_table(summary)
+
+    # stage=evaluate: the paper's Table 2 (domains/knowledge/table2.py)
+    check_conditions = staticmethod(table2.check_conditions)
+
+    def evaluate_conditions(self, started: float) -> dict:
+        return table2.measure(self.run, started)
+
+    def format_conditions(self, summary: dict) -> str:
+        return table2.format_table(summary)
 
 
 def _sample_suffix(sample: int) -> str:

@@ -1,4 +1,5 @@
-"""`stage=arc`: few-shot ARC (paper §3, Table 1) — self-edits that configure test-time training.
+"""The ARC domain's evaluation table (paper §3, Table 1), which `stage=evaluate` runs
+(`ArcDomain.evaluate_conditions`): self-edits that configure test-time training.
 
 Conditions, all scored on the evaluation tasks as the fraction of (task, self-edit) pairs solved, a
 task with several test inputs only when all are (`domain.test_inputs`; seal_runner/domains/arc/domain.py
@@ -15,8 +16,9 @@ scores each one):
 Layout: eval/<condition>/ and round_<r>/ hold self_edits.jsonl (every attempt), updates.jsonl,
 adapters/, results.jsonl and summary.json; round_<r>/ also rewards.json (one candidate per self-edit),
 reward_seconds.json, sft.json (the kept pairs) and policy/ (the BC update); the run's summary.json
-and table.md the Table 1 rows (success rate with a bootstrap 95% CI over tasks), table1.png the same
-rows as bars (also logged to W&B). Every step skips what is on disk, so a rerun is free.
+(written by the stage) and table.md the Table 1 rows (success rate with a bootstrap 95% CI over
+tasks), table1.png the same rows as bars (also logged to W&B). Every step skips what is on disk, so a
+rerun is free.
 """
 
 from __future__ import annotations
@@ -27,11 +29,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seal_runner.domains.arc.domain import ArcDomain
 from seal_runner.domains.knowledge.report import plot_table2
 from seal_runner.errors import InputError
 from seal_runner.records import write_json
-from seal_runner.stages.common import build_domain, setup_run, versions
+from seal_runner.stages.common import RunContext, versions
 from seal_runner.stages.restem import improve, round_learner, writer_and_learner
 
 CONDITIONS = ("icl", "ttt_base", "seal", "oracle")
@@ -44,15 +45,21 @@ TABLE_ROWS = {
 PAPER = {"icl": 0.0, "ttt_base": 20.0, "seal": 72.5, "oracle": 100.0}
 
 
-def run(cfg: DictConfig) -> dict:
-    started = time.perf_counter()
-    if cfg.domain.name != "arc":
-        raise InputError(f"stage=arc needs domain=arc (got domain.name={cfg.domain.name!r})")
-    unknown = set(cfg.conditions) - set(CONDITIONS)
+def check_conditions(cfg: DictConfig) -> None:
+    """Fail before any model load when a row of `conditions` is not a Table 1 condition."""
+    unknown = [name for name in cfg.conditions if name not in CONDITIONS]
     if unknown:
-        raise InputError(f"conditions {sorted(unknown)} are not ARC conditions; choose from {CONDITIONS}")
-    ctx = setup_run(cfg)
-    domain: ArcDomain = build_domain(cfg, ctx)
+        raise InputError(
+            f"conditions: {unknown} are not ARC conditions; choose from {', '.join(CONDITIONS)} "
+            "(experiment=demo/arc_cpu runs all four)"
+        )
+
+
+def measure(ctx: RunContext, domain, started: float) -> dict:
+    """`domain` (the ArcDomain) measures every condition of `conditions` on the evaluation tasks, resumable; "seal" first runs
+    `restem.rounds` behaviour-cloning rounds through the shared outer loop (`improve`). Returns the
+    summary (plots drawn, W&B fed); `stage=evaluate` writes it and prints `format_table`."""
+    cfg = ctx.cfg
     samples = cfg.domain.eval_samples_per_task
     eval_tasks = domain.heldout()
     train_tasks = domain.training_contexts(0) if "seal" in cfg.conditions else []
@@ -93,12 +100,13 @@ def run(cfg: DictConfig) -> dict:
     engines.close()
     summary = {
         "experiment": cfg.experiment_name,
-        "stage": "arc",
+        "stage": "evaluate",
+        "table": "table1",
         "model": cfg.model.name_or_path,
         "seed": cfg.seed,
         "eval_tasks": len(eval_tasks),
         "train_tasks": len(train_tasks),
-        "conditions": conditions,
+        "conditions": {k: conditions[k] | {"label": TABLE_ROWS[k]} for k in CONDITIONS if k in conditions},
         "rounds": rounds,
         "final_policy": policy,
         "condition_seconds": timings,
@@ -107,11 +115,7 @@ def run(cfg: DictConfig) -> dict:
         "objective": conditions.get("seal", next(iter(conditions.values()), {})).get("success_rate"),
     }
     summary["plots"] = plots(summary, ctx.run_dir)
-    table = format_table(summary)
-    write_json(ctx.run_dir / "summary.json", summary)
-    (ctx.run_dir / "table.md").write_text(table + "\n")
-    for name, path in summary["plots"].items():
-        ctx.tracker.image(f"plots/{name}", path)
+    (ctx.run_dir / "table.md").write_text(format_table(summary) + "\n")
     ctx.tracker.summary({f"table1/{k}": v["success_rate"] for k, v in conditions.items()})
     ctx.tracker.table(
         "table1",
@@ -125,8 +129,6 @@ def run(cfg: DictConfig) -> dict:
             for k, v in conditions.items()
         ],
     )
-    ctx.tracker.finish()
-    print(table)
     return summary
 
 
