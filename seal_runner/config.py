@@ -354,6 +354,10 @@ class CPTConfig(PolicyTrainingConfig):
     # hyperparameters its snapshot 4cb1e7d lacks; set a much lower lr (dtype=float32 keeps AdamW out of bf16)
     full_finetune: bool = False
     samples_per_article: int = 5
+    # the passage row also trains a bare "{title}\n" per article, as the reference's passage-only CPT
+    # did (an empty completion through its build_train_sequences: 400 sequences for 200 passages in
+    # results/cpt/cpt_naive.json); paper/knowledge_cpt sets it
+    passage_title_sequence: bool = False
 
 
 @dataclass

@@ -22,7 +22,7 @@ import time
 from omegaconf import DictConfig, OmegaConf
 
 from seal_runner.config import CPTConfig
-from seal_runner.domains.knowledge.data import load_articles
+from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import macro_accuracy, micro_accuracy
 from seal_runner.domains.knowledge.pipeline import answer_units
 from seal_runner.domains.knowledge.table2 import check_conditions, rows_for
@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> dict:
         if row.name == "base":
             texts = None
         elif row.name == "passage":
-            texts = [f"{a.title}\n{a.context}" for a in articles]
+            texts = passage_texts(articles, cpt.passage_title_sequence)
         else:
             engines = ctx.engines_for(row.policy)
             try:
@@ -115,6 +115,17 @@ def run(cfg: DictConfig) -> dict:
     ctx.tracker.finish()
     print(format_table(summary))
     return summary
+
+
+def passage_texts(articles: list[Article], title_sequence: bool) -> list[str]:
+    """The passage row's pool: "{title}\n{passage}" per article, after a bare "{title}\n" with
+    `cpt.passage_title_sequence` (the reference's passage-only run, an empty completion per article
+    through its build_train_sequences with split_newlines off)."""
+    return [
+        text
+        for a in articles
+        for text in ([f"{a.title}\n"] if title_sequence else []) + [f"{a.title}\n{a.context}"]
+    ]
 
 
 def format_table(summary: dict) -> str:
