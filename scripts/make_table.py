@@ -16,11 +16,11 @@ stage found in the jobs' summary.json (stage=evaluate: one per domain table):
 Jobs without a summary.json (still running, crashed) are listed as incomplete beneath the tables, so a
 partial sweep is never mistaken for a finished one.
 
-`--plot` also draws each table as a PNG beside the table output (`<out stem>_<stage>.png`, or
-`<multirun dir>/table_<stage>.png` without --out): one bar per job of its headline accuracy (evaluate:
+`--plot` also draws each table as a PNG beside the table output (`<out stem>_<table>.png`, or
+`<multirun dir>/table_<table>.png` without --out): one bar per job of its headline (evaluate:
 the last condition it listed; table1: SEAL, else its last condition; restem: its last round's held-out
 self-edit accuracy), with the 95% CI
-where the job's summary has one (restem's and evaluate's do), in the same row order as the table.
+where the job's summary has one (restem's, evaluate's and table1's do), in the same row order as the table.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def restem_columns(summary: dict) -> dict[str, str]:
 
 def table1_columns(summary: dict) -> dict[str, str]:
     """ARC method (its Table 1 label) -> success rate cell, in the paper's row order."""
-    return {c["label"]: rate_cell(c) for c in summary.get("conditions", {}).values()}
+    return {c.get("label", key): rate_cell(c) for key, c in summary.get("conditions", {}).items()}
 
 
 COLUMNS = {"evaluate": evaluate_columns, "table1": table1_columns, "restem": restem_columns}
@@ -139,7 +139,7 @@ def table1_headline(summary: dict) -> tuple[str, dict | None]:
     """SEAL's success rate when the run has it, else the last condition's."""
     conditions = summary.get("conditions", {})
     key = "seal" if "seal" in conditions else next(reversed(conditions), None)
-    return (key, conditions[key]) if key else ("", None)
+    return (conditions[key].get("label", key), conditions[key]) if key else ("", None)
 
 
 HEADLINES = {"evaluate": evaluate_headline, "table1": table1_headline, "restem": restem_headline}
@@ -172,8 +172,10 @@ def markdown_table(stage: str, jobs: list[Job]) -> str:
 
 
 def table_of(summary: dict) -> str | None:
-    """The table a job goes into: its stage, but ARC's stage=evaluate runs (`table: table1`) their own."""
-    return "table1" if summary.get("table") == "table1" else summary.get("stage")
+    """The table a job goes into: its stage, but ARC's Table 1 runs (`table: table1`, or the former
+    `stage: arc`, whose conditions carry no label) their own."""
+    arc = summary.get("table") == "table1" or summary.get("stage") == "arc"
+    return "table1" if arc else summary.get("stage")
 
 
 def by_stage(jobs: list[Job]) -> dict[str, list[Job]]:

@@ -525,7 +525,7 @@ class Resume(Enum):
 
 @dataclass
 class EvaluateConfig:
-    """stage=evaluate (Table 2) beyond its rows (`conditions`, `selfedit_sources`)."""
+    """stage=evaluate on knowledge (Table 2) beyond its rows (`conditions`, `selfedit_sources`)."""
 
     # Self-edits drawn per article from each sampling source, each its own inner update; a row's value
     # per article is the mean over them (a file source holds one). Two or more also measure the noise
@@ -548,7 +548,8 @@ class SealConfig:
     run_dir: str = "${hydra:runtime.output_dir}"
     # a rerun into a run dir made with another config: auto (refuse) | force (continue, recorded)
     resume: Resume = Resume.auto
-    # stage=evaluate rows: base, passage, or a key of selfedit_sources
+    # stage=evaluate rows: knowledge's base, passage or a key of selfedit_sources; ARC's icl, ttt_base,
+    # seal, oracle
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "selfedit"])
     # Table 2 rows beyond base/passage: name -> a source `_target_` (domains/knowledge/sources.py)
     selfedit_sources: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(SELFEDIT_SOURCES))

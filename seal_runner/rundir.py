@@ -16,6 +16,8 @@ Every stage resumes from what is on disk in its run dir, so before any work (bef
   a default that changes it (`EARLIER_BEHAVIOUR`) is compared with the value that reproduces what
   seal-runner did before it existed, so an old run dir is refused under the new default, naming the
   option, instead of mixing records made both ways.
+  A value renamed without a change to the records (`RENAMED`: `stage=arc` is now `stage=evaluate`)
+  is no difference either.
   A dir with no results yet (a start that failed before its first record) takes the new config.
 """
 
@@ -58,6 +60,8 @@ IGNORED = (
 # Options added with a default other than the old behaviour -> the value that reproduces it: what a
 # run dir made before the option existed holds records of.
 EARLIER_BEHAVIOUR = {"domain.test_inputs": "split"}  # ARC: one task per test input until it existed
+# Values renamed without a change to the records: a stored old name is the new one.
+RENAMED = {"stage": {"arc": "evaluate"}}  # ARC's Table 1 moved into stage=evaluate, layout unchanged
 # What a start writes before its first result: not results a config change could contradict.
 BOOKKEEPING = {".hydra", "wandb", LOG_DIR, LOCK_FILE, CONFIG_FILE}
 ABSENT = "<absent>"
@@ -143,12 +147,13 @@ def differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple[Any, 
     """Dotted key -> (old, new) for every leaf that differs; a missing key is `ABSENT`. A key the
     stored config lacks but whose new value is its schema default is no difference: an option added
     to seal-runner after the run started, left at the default that keeps the old behaviour; one in
-    `EARLIER_BEHAVIOUR` stands for the value listed there."""
+    `EARLIER_BEHAVIOUR` stands for the value listed there; a stored value `RENAMED` since is its new name."""
     out = {}
     for key in sorted(old.keys() | new.keys(), key=str):
         a, b = old.get(key, ABSENT), new.get(key, ABSENT)
         if a is ABSENT and f"{prefix}{key}" in EARLIER_BEHAVIOUR:
             a = Earlier(EARLIER_BEHAVIOUR[f"{prefix}{key}"])
+        a = RENAMED.get(f"{prefix}{key}", {}).get(a, a) if isinstance(a, str) else a
         if isinstance(b, dict) and (isinstance(a, dict) or a is ABSENT):  # a new section: leaf by leaf
             out |= differences({} if a is ABSENT else a, b, f"{prefix}{key}.")
         elif a != b and not (a is ABSENT and is_schema_default(f"{prefix}{key}", b)):

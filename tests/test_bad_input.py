@@ -499,7 +499,7 @@ CHOICES = {
     "a domain without an evaluation table": (
         ["stage=evaluate", "domain._target_=seal_runner.errors.InputError"],
         check_conditions,
-        ["domain=knowledge has no evaluation table for stage=evaluate", "stage=restem"],
+        ["domain._target_=seal_runner.errors.InputError has no evaluation table", "stage=restem"],
     ),
     "likelihood from an engine that only generates": (
         ["experiment=paper/knowledge_single_passage", "engine@qa_engine=vllm", "evaluate.likelihood=true"],

@@ -1,7 +1,7 @@
 """The stage pictures from synthetic summaries shaped exactly as the stages write them: stage=evaluate's
 Table 2 bars for knowledge and Table 1 bars for ARC, each a PNG in the run dir that the printed table names.
 No model runs; the full stages check the same files end to end (tests/test_table2.py, test_e2e.py,
-test_arc_stage.py)."""
+test_arc_table1.py)."""
 
 from __future__ import annotations
 
@@ -129,6 +129,7 @@ def test_arc_table1_png_is_named_in_the_table(tmp_path):
     summary = {
         "experiment": "demo_arc_cpu",
         "stage": "evaluate",
+        "table": "table1",
         "model": "m",
         "seed": 0,
         "eval_tasks": 4,

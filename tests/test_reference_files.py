@@ -181,9 +181,7 @@ def test_best_of_k_picks_the_references_sft_targets() -> None:
     assert picks == [(name, a["title"], a["sft_completion_sha1"]) for name, a in _articles(RANKING["main"])]
 
 
-def test_best_of_k_on_last_bit_ties_keeps_the_earliest_sample_where_the_reference_takes_the_larger_float() -> (
-    None
-):
+def test_best_of_k_keeps_the_earliest_of_last_bit_ties_where_the_reference_takes_the_larger() -> None:
     """The README's deviation, on knowledge-incorporation/results/query_server/alternate_prompts/train/
     rank_iter0_prompt-rewrite.json (articles 42, 45), rank_iter0_prompt-very-long.json (2) and
     rank_iter1_prompt-rewrite.json (9, 28) against the matching EM_SFT/alternate_prompts/

@@ -150,6 +150,20 @@ def test_an_option_whose_default_changed_the_behaviour_refuses_old_run_dirs(comp
     assert override["changes"] == {"domain.test_inputs": {"old": "split", "new": "per_task"}}
 
 
+def test_an_arc_run_dir_from_stage_arc_resumes_under_stage_evaluate(compose_cfg, tmp_path) -> None:
+    """`stage=arc` became ARC's `stage=evaluate` with the same records: a run dir stored as stage=arc
+    resumes under the preset without `resume=force`; a knowledge-only change is still refused."""
+    run_dir = run_dir_with_results(tmp_path)
+    old = fingerprint(compose_cfg("experiment=demo/arc_cpu"))
+    old["stage"] = "arc"
+    check_config(run_dir, old, Resume.auto)
+    check_config(run_dir, fingerprint(compose_cfg("experiment=demo/arc_cpu")), Resume.auto)
+    with pytest.raises(InputError, match=r'stage: "evaluate" -> "restem"'):
+        check_config(
+            run_dir, fingerprint(compose_cfg("experiment=demo/arc_cpu", "stage=restem")), Resume.auto
+        )
+
+
 def test_force_proceeds_logs_and_records_the_override(compose_cfg, tmp_path, caplog) -> None:
     run_dir = run_dir_with_results(tmp_path)
     first, changed = fingerprint(compose_cfg()), fingerprint(compose_cfg("lora.lr=1e-5"))

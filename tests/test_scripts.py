@@ -364,6 +364,16 @@ def test_make_table_arc_table1_and_its_plot(tmp_path, capsys):
     assert f"plot: {png}" in printed and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_make_table_takes_a_former_stage_arc_summary_into_table1(tmp_path, capsys):
+    """Summaries that stage=arc wrote (`stage: arc`, conditions without labels) join ARC's table,
+    labelled by their condition keys."""
+    root = tmp_path / "sweep"
+    _job(root, "0", ["seed=1"], {"stage": "arc", "conditions": {"icl": _arc(0.0), "seal": _arc(0.25)}})
+    assert make_table.main([str(root)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "| seed | icl | seal |" in printed and "| 1 | 0.0% [0.0, 0.0] | 25.0% [12.5, 50.0] |" in printed
+
+
 def test_make_table_without_jobs_fails(tmp_path, capsys):
     assert make_table.main([str(tmp_path)]) == 2
     assert "no job dirs" in capsys.readouterr().err

@@ -13,10 +13,11 @@ Records are plain dicts so on-disk files and resume keys keep their meaning:
   baseline rules of seal_runner/selection.py, `baseline`; anything else rides along into rewards.json.
 Every method that writes under `out` must skip what is already there, so a killed run resumes.
 
-A domain may also offer the paper's evaluation table, which `stage=evaluate` runs (stages/evaluate.py):
-`check_conditions(cfg)` (a staticmethod, before any work: the rows of `conditions` it offers),
-`evaluate_conditions(started)` (measures them and returns the summary, `plots` included) and
-`format_conditions(summary)` (the console table). Knowledge offers Table 2, ARC Table 1.
+A domain class may also offer the paper's evaluation table, which `stage=evaluate` runs
+(stages/evaluate.py) without building the domain for the outer loop, so as three staticmethods:
+`check_conditions(cfg)` (before any work: the rows of `conditions` it offers),
+`evaluate_conditions(ctx, started)` (measures them on the run context and returns the summary, `plots`
+included) and `format_conditions(summary)` (the console table). Knowledge offers Table 2, ARC Table 1.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from seal_runner.domains.knowledge.report import plot_table2
 from seal_runner.errors import InputError
 from seal_runner.records import write_json
-from seal_runner.stages.common import RunContext, versions
+from seal_runner.stages.common import RunContext, build_domain, versions
 from seal_runner.stages.restem import improve, round_learner, writer_and_learner
 
 CONDITIONS = ("icl", "ttt_base", "seal", "oracle")
@@ -55,11 +55,13 @@ def check_conditions(cfg: DictConfig) -> None:
         )
 
 
-def measure(ctx: RunContext, domain, started: float) -> dict:
-    """`domain` (the ArcDomain) measures every condition of `conditions` on the evaluation tasks, resumable; "seal" first runs
-    `restem.rounds` behaviour-cloning rounds through the shared outer loop (`improve`). Returns the
-    summary (plots drawn, W&B fed); `stage=evaluate` writes it and prints `format_table`."""
+def measure(ctx: RunContext, started: float) -> dict:
+    """The run's ARC domain (`domain._target_`) measures every condition of `conditions` on the
+    evaluation tasks, resumable; "seal" first runs `restem.rounds` behaviour-cloning rounds through the
+    shared outer loop (`improve`). Returns the summary (plots drawn, W&B fed); `stage=evaluate` writes
+    it and prints `format_table`."""
     cfg = ctx.cfg
+    domain = build_domain(cfg, ctx)
     samples = cfg.domain.eval_samples_per_task
     eval_tasks = domain.heldout()
     train_tasks = domain.training_contexts(0) if "seal" in cfg.conditions else []

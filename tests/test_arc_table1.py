@@ -1,4 +1,4 @@
-"""ARC's `stage=evaluate` (Table 1) end to end on the tiny random model: all four Table 1 conditions, BC, resume.
+"""ARC's `stage=evaluate` (Table 1) end to end on the tiny random model: all four conditions, BC, resume.
 
 The random model never writes valid JSON, so its self-edit attempts exercise the re-sampling budget;
 one earlier run's records are seeded into round_0 (a valid self-edit per training task, one of them
@@ -83,7 +83,7 @@ def seed_round_0(model_dir: Path, run_dir: Path) -> list[str]:
 
 
 @pytest.mark.integration
-def test_arc_stage_end_to_end_and_resume(tiny_model_dir, tmp_path):
+def test_arc_table1_end_to_end_and_resume(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     train_ids = seed_round_0(tiny_model_dir, run_dir)
     proc = run_arc(tiny_model_dir, run_dir)
@@ -92,7 +92,8 @@ def test_arc_stage_end_to_end_and_resume(tiny_model_dir, tmp_path):
 
     summary = json.loads((run_dir / "summary.json").read_text())
     conditions = summary["conditions"]
-    assert set(conditions) == {"icl", "ttt_base", "seal", "oracle"}
+    assert summary["stage"] == "evaluate" and summary["table"] == "table1"
+    assert list(conditions) == ["icl", "ttt_base", "seal", "oracle"]  # the paper's row order
     assert all(c["pairs"] == 2 for c in conditions.values())  # 2 eval tasks x 1 self-edit
     base = conditions["ttt_base"]
     assert base["invalid_attempts"] == 2 * 2 and base["missing_selfedits"] == 2  # budget spent, counted
