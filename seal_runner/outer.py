@@ -355,6 +355,9 @@ def fit_sft(
         raise ValueError(
             f"all {len(pairs)} pairs were dropped: every prompt fills max_length={cfg.max_length}"
         )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints every log dict
     history = step_history()
     trainer.add_callback(history)
     try:
@@ -390,21 +393,36 @@ def fit_sft(
 
 def step_history():
     """A trainer callback that collects each optimizer step's logged loss and pre-clip gradient norm,
-    and stops the training at the first non-finite loss (`check_finite`), before anything is
-    published. Built here, not at import: transformers' trainer modules take seconds to import, and
-    every run imports this module at start-up (`check_devices`)."""
+    stops the training at the first non-finite loss (`check_finite`), before anything is published,
+    and shows one progress bar of steps with the latest loss (the trainer's own printer, which writes
+    every log dict to the console, is removed in `fit_sft`). Built here, not at import: transformers'
+    trainer modules take seconds to import, and every run imports this module at start-up
+    (`check_devices`)."""
+    from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
     class StepHistory(TrainerCallback):
         def __init__(self) -> None:
             self.losses: list[float] = []
             self.grad_norms: list[float] = []
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs) -> None:
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, desc="policy SFT", unit="step")
 
         def on_log(self, args, state, control, logs=None, **kwargs) -> None:
             if logs and "loss" in logs:
                 check_finite(float(logs["loss"]), state.global_step, state.max_steps)
                 self.losses.append(float(logs["loss"]))
                 self.grad_norms.append(float(logs.get("grad_norm", math.nan)))
+                if self.bar is not None:
+                    self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
+                    self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kwargs) -> None:
+            if self.bar is not None:
+                self.bar.close()
 
     return StepHistory()
 

@@ -243,7 +243,8 @@ def test_invalid_inputs_and_non_finite_loss(tiny_model_dir, pairs, tmp_path, mon
     assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.*"))
 
 
-def test_gradient_checkpointing_same_trajectory(tiny_model_dir, pairs, tmp_path):
+def test_gradient_checkpointing_same_trajectory(tiny_model_dir, pairs, tmp_path, capsys):
+    """Also: the console gets a progress bar, not the trainer's log dict per step."""
     from dataclasses import replace
 
     cfg = SFTConfig(rank=8, alpha=16.0, lr=1e-2, epochs=1, batch_size=2, max_length=128)
@@ -252,6 +253,8 @@ def test_gradient_checkpointing_same_trajectory(tiny_model_dir, pairs, tmp_path)
         for on in (False, True)
     ]
     assert runs[0]["losses"] == pytest.approx(runs[1]["losses"], abs=1e-5)
+    out = capsys.readouterr()
+    assert "policy SFT" in out.err and "'loss'" not in out.out + out.err
 
 
 def test_cpt_loop_gradient_checkpointing_same_trajectory(tiny_model_dir, tokenizer, pairs):
