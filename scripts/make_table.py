@@ -19,8 +19,8 @@ partial sweep is never mistaken for a finished one.
 `--plot` also draws each table as a PNG beside the table output (`<out stem>_<table>.png`, or
 `<multirun dir>/table_<table>.png` without --out): one bar per job of its headline (evaluate:
 the last condition it listed; table1: SEAL, else its last condition; restem: its last round's held-out
-self-edit accuracy), with the 95% CI
-where the job's summary has one (restem's, evaluate's and table1's do), in the same row order as the table.
+self-edit accuracy), with the 95% CI where the job's summary has one (restem's, evaluate's and table1's
+do), in the same row order as the table.
 """
 
 from __future__ import annotations
@@ -182,8 +182,9 @@ def by_stage(jobs: list[Job]) -> dict[str, list[Job]]:
     """The jobs that can be tabulated, grouped by table in first-seen order."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
-        if job.summary is not None and table_of(job.summary) in COLUMNS:
-            groups.setdefault(table_of(job.summary), []).append(job)
+        table = table_of(job.summary) if job.summary is not None else None
+        if table in COLUMNS:
+            groups.setdefault(table, []).append(job)
     return groups
 
 

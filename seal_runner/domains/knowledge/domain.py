@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from seal_runner.choices import Reward, RewardBaseline
+from seal_runner.config import HFEngineConfig
 from seal_runner.domains.knowledge import table2
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import article_accuracies, mean_and_se, mean_over_samples
@@ -105,7 +106,7 @@ class KnowledgeDomain:
                 f"restem.reward={restem.reward} is not a knowledge reward; choose from {', '.join(REWARDS)}"
             )
         scoring = restem.reward == Reward.likelihood or restem.get("heldout_likelihood", False)
-        if scoring and run.cfg.qa_engine._target_ != table2.HF_ENGINE:
+        if scoring and run.cfg.qa_engine._target_ != HFEngineConfig._target_:
             raise InputError(
                 "restem.reward=likelihood and restem.heldout_likelihood score gold answers by "
                 f"teacher forcing, which only the transformers engine does: add engine@qa_engine=hf "

@@ -27,6 +27,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from seal_runner.config import HFEngineConfig
 from seal_runner.domains.knowledge.data import Article, load_articles
 from seal_runner.domains.knowledge.evaluate import (
     article_accuracies,
@@ -45,7 +46,7 @@ from seal_runner.stats import bootstrap_mean_ci, paired_difference
 
 log = logging.getLogger(__name__)
 
-HF_ENGINE = "seal_runner.engines.hf_engine.HFEngine"
+HF_ENGINE = HFEngineConfig._target_  # the one engine that scores gold answers by teacher forcing
 BUILT_IN = {"base": "base model (no update)", "passage": "train on passage"}
 
 
