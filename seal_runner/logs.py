@@ -15,7 +15,8 @@ the config, resolved, with those libraries' loggers set to propagate (which take
 to `logs/logging.json`; applies it here; and points vLLM (`VLLM_LOGGING_CONFIG_PATH`, applied by every
 vLLM process when it sets up its engine part) and seal_runner's children (`SEAL_RUNNER_LOGGING`,
 applied on `import seal_runner`, which spawned children do first) at it. Still on the terminal: what
-bypasses logging, tqdm bars (wanted) and C++ prints (torch's NUMA notice), and in children other than
+bypasses logging, tqdm bars (the run's own; transformers' bar for every model load is hidden here
+unless `hydra.verbose=true`) and C++ prints (torch's NUMA notice), and in children other than
 vLLM's, records of libraries that attach their own handler after `import seal_runner`.
 """
 
@@ -125,7 +126,22 @@ def share() -> Path | None:
         w for w in (os.environ.get("PYTHONWARNINGS"), RESOURCE_TRACKER_NOTICE) if w
     )
     apply(path)
+    if hydra.verbose is not True:
+        hide_load_bars()
     return path
+
+
+def hide_load_bars() -> None:
+    """transformers draws a bar for every model load and save (eight in a default run, each done in
+    under a second); the console keeps the run's own bars. Hub download bars stay: a large model's
+    first download is worth watching."""
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as hf_logging
+
+    downloads_shown = not hub.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also turns the hub's bars off
+    if downloads_shown:
+        hub.enable_progress_bars()
 
 
 def apply(path: Path) -> None:

@@ -44,6 +44,9 @@ def quiet(tmp_path, capsys, monkeypatch) -> Iterator[Callable[..., Path]]:
         lg.propagate = True
         lg.setLevel(logging.NOTSET)
     register_configs()
+    from transformers.utils import logging as hf_logging
+
+    bars_shown = hf_logging.is_progress_bar_enabled()
 
     def configure(*overrides: str) -> Path:
         with initialize_config_module(config_module="seal_runner.conf", version_base="1.3"):
@@ -71,6 +74,8 @@ def quiet(tmp_path, capsys, monkeypatch) -> Iterator[Callable[..., Path]]:
         libraries[name].setLevel(library_level)
     logging.captureWarnings(False)
     HydraConfig.instance().cfg = None
+    if bars_shown:
+        hf_logging.enable_progress_bar()
 
 
 def test_the_default_run_logs_quietly() -> None:
@@ -163,6 +168,18 @@ def test_a_spawned_child_logs_the_way_the_run_does(quiet, tmp_path) -> None:
     libraries = (log_dir / "libraries.log").read_text()
     assert "child: Triton disabled" in libraries and "child: deprecated" in libraries
     assert "child: own warning" in (log_dir / "seal_runner.log").read_text()
+
+
+def test_model_load_bars_hide_unless_verbose_and_download_bars_stay(quiet) -> None:
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    quiet()
+    assert not hf_logging.is_progress_bar_enabled() and not hub.are_progress_bars_disabled()
+    hf_logging.enable_progress_bar()
+    quiet("hydra.verbose=true")
+    assert hf_logging.is_progress_bar_enabled()
 
 
 def test_verbose_names_bring_those_libraries_back(quiet, capsys) -> None:

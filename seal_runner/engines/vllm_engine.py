@@ -35,6 +35,14 @@ def check_adapter_rank(adapter: LoraAdapter, max_lora_rank: int) -> None:
         )
 
 
+def progress_bar(*args, desc: str = "", **kwargs):
+    """vLLM's bars as the run shows them: its instant "Rendering prompts" bar hidden, its "Processed
+    prompts" bar named like the HF engine's ("generate (vllm)"), its token-speed postfix kept."""
+    from tqdm.auto import tqdm
+
+    return tqdm(*args, desc="generate (vllm)", unit="prompt", disable=desc == "Rendering prompts", **kwargs)
+
+
 class VLLMEngine:
     def __init__(
         self,
@@ -106,7 +114,7 @@ class VLLMEngine:
             SamplingParams(**settings, seed=None if seeds is None else seeds[i]) for i in range(len(prompts))
         ]
         requests = None if adapters is None else [self._request(a) for a in adapters]
-        outputs = self.llm.generate(list(prompts), params, lora_request=requests, use_tqdm=True)
+        outputs = self.llm.generate(list(prompts), params, lora_request=requests, use_tqdm=progress_bar)
         completions = []
         for out in outputs:
             first = out.outputs[0]
