@@ -3,8 +3,10 @@ at lr 1e-3) and writers1's oracle, paired by passage; from the repo root:
 python outputs/results/seal_effect/sft3/compare.py > outputs/results/seal_effect/sft3/compare.txt
 (`... compare.py <summary.json>` reads another run's summary, e.g. the round-1 one this run replaced)."""
 
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 from seal_runner.stats import paired_difference
 
 R = Path("outputs/results/seal_effect")
