@@ -3,6 +3,10 @@
 Both engines get the same formatted self-edit prompts (the paper's implications prompt over demo
 passages) and the same sampling settings; prints generated tokens/s for each and the ratio, and writes
 a JSON.  python scripts/bench_sampling.py --prompts 16 --max-tokens 256
+
+`--vllm-modes in_process,multiprocess --repeats 2 --no-hf` times vLLM engines that differ only in
+`engine.in_process`, one after another in this process and alternated, and checks that they sample the
+same texts.
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ TEMPLATE = "Let's read the following passage and {instruction}.\n\nPassage:\n{ti
 INSTRUCTION = "produce a list of implications derived directly or indirectly from the content"
 
 
-def timed(engine, prompts: list[str], sampling: Sampling) -> dict:
+VLLM_MODES = {"default": None, "in_process": True, "multiprocess": False}
+
+
+def timed(engine, prompts: list[str], sampling: Sampling) -> tuple[dict, list[str]]:
     start = time.perf_counter()
     completions = engine.generate(prompts, sampling, seeds=list(range(len(prompts))))
     seconds = time.perf_counter() - start
     tokens = sum(c.num_tokens for c in completions)
-    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}, [
+        c.text for c in completions
+    ]
 
 
 def main() -> None:
@@ -35,6 +44,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--hf-batch-size", type=int, default=16)
+    parser.add_argument("--vllm-modes", default="default", help=f"comma-separated, of {list(VLLM_MODES)}")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--out", default="outputs/bench_sampling.json")
     args = parser.parse_args()
 
@@ -49,21 +61,41 @@ def main() -> None:
         for a in articles
     ]
     sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=args.max_tokens)
-    report = {"args": vars(args)}
-    start = time.perf_counter()
-    vllm = VLLMEngine(path, max_model_len=2048)
-    report["vllm_startup_s"] = time.perf_counter() - start
-    report["vllm"] = timed(vllm, prompts, sampling)
-    vllm.close()
-    hf = HFEngine(path, batch_size=args.hf_batch_size)
-    report["hf"] = timed(hf, prompts, sampling)
-    report["ratio_vllm_over_hf"] = report["vllm"]["tokens_per_s"] / report["hf"]["tokens_per_s"]
-    for name in ("vllm", "hf"):
-        r = report[name]
-        print(f"{name:<5} {r['tokens']:6d} tokens in {r['seconds']:6.1f} s = {r['tokens_per_s']:7.1f} tok/s")
-    print(
-        f"vLLM / HF: {report['ratio_vllm_over_hf']:.1f}x   (vLLM start-up {report['vllm_startup_s']:.0f} s, not counted)"
-    )
+    report = {"args": vars(args), "vllm_runs": []}
+    modes = args.vllm_modes.split(",")
+    texts = {}
+    for _ in range(args.repeats):
+        for mode in modes:
+            start = time.perf_counter()
+            vllm = VLLMEngine(path, max_model_len=2048, in_process=VLLM_MODES[mode])
+            startup = time.perf_counter() - start
+            run, texts[mode] = timed(vllm, prompts, sampling)
+            vllm.close()
+            report["vllm_runs"].append({"mode": mode, "startup_s": startup, **run})
+            print(
+                f"vllm[{mode}] {run['tokens']:6d} tokens in {run['seconds']:6.1f} s = {run['tokens_per_s']:7.1f} tok/s"
+            )
+    first = modes[0]
+    for mode in modes:
+        runs = [r for r in report["vllm_runs"] if r["mode"] == mode]
+        summary = {
+            "tokens_per_s": sum(r["tokens"] for r in runs) / sum(r["seconds"] for r in runs),
+            "startup_s": sum(r["startup_s"] for r in runs) / len(runs),
+            "same_texts_as_" + first: texts[mode] == texts[first],
+        }
+        report[f"vllm[{mode}]"] = summary
+        ratio = summary["tokens_per_s"] / report[f"vllm[{first}]"]["tokens_per_s"]
+        print(
+            f"vllm[{mode}]: {summary['tokens_per_s']:.1f} tok/s ({ratio:.2f}x {first}), start-up "
+            f"{summary['startup_s']:.0f} s, same texts as {first}: {texts[mode] == texts[first]}"
+        )
+    if not args.no_hf:
+        hf = HFEngine(path, batch_size=args.hf_batch_size)
+        report["hf"], _ = timed(hf, prompts, sampling)
+        report["ratio_vllm_over_hf"] = report[f"vllm[{first}]"]["tokens_per_s"] / report["hf"]["tokens_per_s"]
+        r = report["hf"]
+        print(f"hf    {r['tokens']:6d} tokens in {r['seconds']:6.1f} s = {r['tokens_per_s']:7.1f} tok/s")
+        print(f"vLLM[{first}] / HF: {report['ratio_vllm_over_hf']:.2f}x   (vLLM start-up not counted)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from seal_runner.engines.vllm_engine import VLLM_LORA_RANKS, progress_bar, supported_lora_rank
+from seal_runner.engines.vllm_engine import (
+    VLLM_LORA_RANKS,
+    building_engine,
+    progress_bar,
+    runs_in_process,
+    supported_lora_rank,
+)
 from seal_runner.models import ModelPathError, resolve_model_path
 
 
@@ -38,3 +46,47 @@ def test_vllm_bars_show_one_named_progress_bar_per_call() -> None:
     assert rendering.disable and list(rendering) == [1, 2]
     assert not processed.disable and processed.desc == "generate (vllm)" and processed.total == 2
     processed.close()
+
+
+@pytest.mark.parametrize(
+    ("in_process", "on_cpu", "expected"),
+    [(None, True, True), (None, False, False), (False, True, False), (True, False, True)],
+)
+def test_vllm_runs_in_process_on_cpu_unless_told(in_process, on_cpu, expected) -> None:
+    assert runs_in_process(in_process, on_cpu) is expected
+
+
+@pytest.mark.parametrize("exported", [None, "1"])
+def test_building_an_engine_leaves_env_threads_and_rngs_as_they_were(monkeypatch, exported) -> None:
+    """Children started later (a `vllm serve`, inner workers) must not inherit the run's choice, and
+    what vLLM's in-process CPU worker does to the process (seeding the global RNGs, turning
+    `torch.set_num_threads` into a no-op) must not outlast the build, even a failed one."""
+    import random
+
+    import numpy as np
+    import torch
+
+    name = "VLLM_ENABLE_V1_MULTIPROCESSING"
+    if exported is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, exported)
+    monkeypatch.setattr(torch, "set_num_threads", torch.set_num_threads)  # restored after the test
+    set_num_threads = torch.set_num_threads
+
+    def draw() -> tuple:
+        return torch.rand(2).tolist(), random.random(), np.random.rand()
+
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)
+    expected = draw()
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)
+    with pytest.raises(RuntimeError), building_engine(in_process=True):
+        assert os.environ[name] == "0"
+        torch.manual_seed(0), random.seed(0), np.random.seed(0)  # what vLLM's worker does
+        torch.set_num_threads = lambda n: None
+        raise RuntimeError("engine failed to start")
+    assert os.environ.get(name) == exported and torch.set_num_threads is set_num_threads
+    assert draw() == expected
+    with building_engine(in_process=False):
+        assert os.environ[name] == "1"
+    assert os.environ.get(name) == exported

