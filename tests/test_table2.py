@@ -183,3 +183,47 @@ def summary_acc(results: list[dict], condition: str) -> float:
             per_article.setdefault(r["article"], []).append(bool(r["correct"]))
     accs = [sum(v) / len(v) for v in per_article.values()]
     return sum(accs) / len(accs)
+
+
+def test_a_file_source_gives_every_sample_an_earlier_run_wrote(hydra_ctx, tmp_path):
+    """An earlier run's self_edits JSONL (several samples per article) is scored again sample by
+    sample, so the same self-edits can be paired under another learner; a one-per-article file still
+    gives one self-edit per article; an article the file lacks is missing (a failed update), an empty
+    self-edit trains on the passage alone, as when it was sampled."""
+    from conftest import compose_config
+
+    from seal_runner.domains.knowledge.data import Article
+    from seal_runner.domains.knowledge.sources import FileSource
+
+    cfg = compose_config(["experiment=demo/table2_cpu"])
+    articles = [Article(i, f"Title {i}", f"Context {i}.", ()) for i in range(3)]
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text(
+        "".join(
+            json.dumps({"article": a, "sample": s, "title": f"Title {a}", "text": f"edit {a}.{s}"}) + "\n"
+            for a in range(2)
+            for s in range(4)
+        )
+    )
+    edits = FileSource("earlier", str(earlier)).selfedits(
+        cfg, None, None, articles, tmp_path / "a.jsonl", "m", 3
+    )
+    assert {k: e["text"] for k, e in edits.items() if e["status"] == "ok"} == {
+        (a, s): f"edit {a}.{s}" for a in range(2) for s in range(3)
+    }
+    assert edits[(2, 0)]["status"] == "missing" and (2, 1) not in edits
+
+    one = tmp_path / "one.jsonl"
+    one.write_text(
+        json.dumps({"title": "Title 1", "text": "only edit"})
+        + "\n"
+        + json.dumps({"title": "Title 2", "text": ""})
+        + "\n"
+    )
+    edits = FileSource("one", str(one)).selfedits(cfg, None, None, articles, tmp_path / "b.jsonl", "m", 4)
+    assert [(k, e["status"]) for k, e in sorted(edits.items())] == [
+        ((0, 0), "missing"),
+        ((1, 0), "ok"),
+        ((2, 0), "empty"),
+    ]
+    assert edits[(0, 0)]["sequences"] == [] and edits[(2, 0)]["sequences"] == ["Title 2\nContext 2."]

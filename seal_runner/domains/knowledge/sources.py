@@ -159,8 +159,10 @@ class EngineSource:
 
 
 class FileSource:
-    """Self-edits read from a JSONL file, one per article, matched by title (or by `article` index
-    when the file has no titles). A seal-runner self_edits JSONL from an earlier run works as is."""
+    """Self-edits read from a JSONL file, matched to articles by title (or by `article` index when the
+    file has no titles) and to samples by `sample` (0 when absent). A seal-runner self_edits JSONL from
+    an earlier run works as is, all its samples included: the same self-edits can be scored again under
+    another learner or regime, paired with the first scoring."""
 
     def __init__(self, label: str, path: str) -> None:
         self.label, self.path = label, path
@@ -178,18 +180,26 @@ class FileSource:
         model_path: str,
         samples: int = 1,
     ) -> dict[tuple[int, int], dict]:
-        """One self-edit per article whatever `samples` asks: the file holds what it holds."""
+        """Up to `samples` self-edits per article: the samples 0..samples-1 the file holds (a file
+        with one self-edit per article gives one, whatever `samples` asks)."""
         edits = ResumableLog(out, key=selfedit_key)
-        todo = edits.todo(articles, key=lambda a: (a.index, 0))
+        todo = edits.todo(
+            [(a, s) for a in articles for s in range(samples)], key=lambda item: (item[0].index, item[1])
+        )
         if todo:
             by_title, by_index = self._read()
             new = []
-            for a in todo:
-                record = by_title.get(a.title) or (by_index.get(a.index) if not by_title else None)
+            for a, sample in todo:
+                key = (a.title, sample) if by_title else (a.index, sample)
+                record = (by_title or by_index).get(key)
+                if record is None and sample > 0:
+                    continue  # the file holds fewer samples of this article
+                # No record: a failed update, counted. An empty one (a sampled self-edit that came out
+                # empty) trains on the passage alone, as it did when it was sampled.
                 text = (record or {}).get("text", "").strip()
-                status = "ok" if text else "missing"
-                sequences = sequences_for(cfg, a, text) if text else []
-                new.append(SelfEdit(a.index, 0, a.title, None, text, None, status, sequences).to_json())
+                status = "missing" if record is None else ("ok" if text else "empty")
+                sequences = [] if record is None else sequences_for(cfg, a, text)
+                new.append(SelfEdit(a.index, sample, a.title, None, text, None, status, sequences).to_json())
             missing = [r["title"] for r in new if r["status"] == "missing"]
             if len(missing) == len(articles):
                 raise DataError(f"{self.path}: no self-edit matches any of the {len(articles)} articles")
@@ -198,7 +208,7 @@ class FileSource:
             edits.append(new)
         return edits.done
 
-    def _read(self) -> tuple[dict[str, dict], dict[int, dict]]:
+    def _read(self) -> tuple[dict[tuple[str, int], dict], dict[tuple[int, int], dict]]:
         file = Path(self.path).expanduser()
         if not file.is_file():
             raise DataError(f"{self.path}: no such self-edit file (selfedit_sources.*.path)")
@@ -206,6 +216,10 @@ class FileSource:
         for i, r in enumerate(records):
             if not isinstance(r.get("text"), str):
                 raise DataError(f"{file}: line {i + 1} has no string 'text' field")
-        by_title = {r["title"]: r for r in records if isinstance(r.get("title"), str)}
-        by_index = {r["article"]: r for r in records if isinstance(r.get("article"), int)}
+            if not isinstance(r.get("sample", 0), int):
+                raise DataError(f"{file}: line {i + 1} has a 'sample' that is not an integer")
+        by_title = {(r["title"], r.get("sample", 0)): r for r in records if isinstance(r.get("title"), str)}
+        by_index = {
+            (r["article"], r.get("sample", 0)): r for r in records if isinstance(r.get("article"), int)
+        }
         return by_title, by_index
