@@ -25,7 +25,7 @@ TEMPLATE = "Let's read the following passage and {instruction}.\n\nPassage:\n{ti
 INSTRUCTION = "produce a list of implications derived directly or indirectly from the content"
 
 
-VLLM_MODES = {"default": None, "in_process": True, "multiprocess": False}
+VLLM_MODES = {"default": False, "in_process": True, "multiprocess": False}
 
 
 def timed(engine, prompts: list[str], sampling: Sampling) -> tuple[dict, list[str]]:

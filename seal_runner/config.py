@@ -402,9 +402,9 @@ class VLLMEngineConfig(EngineConfig):
     kv_cache_space_gb: int = 2  # CPU backend only (VLLM_CPU_KVCACHE_SPACE)
     max_num_seqs: int = 64
     enforce_eager: bool = True
-    # The engine core and its worker in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0); None = on CPU
-    # only, where vLLM's own processes cost ~20 s each to start and leave one core to a spinning scheduler
-    in_process: bool | None = None
+    # The engine core and its worker in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0): on 2 CPU cores a
+    # faster start and sampling, but a slower inner loop beside the live engine (RESULTS.md); off by default
+    in_process: bool = False
 
 
 @dataclass

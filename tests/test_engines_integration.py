@@ -59,13 +59,6 @@ def test_vllm_engine_adapter_changes_answer(vllm_engine, fact_adapter, prompt):
     _check_engine(vllm_engine, prompt, fact_adapter)
 
 
-def test_vllm_engine_on_cpu_runs_in_this_process(vllm_engine):
-    """engine.in_process=None: on CPU no engine-core process to start (~20 s each) or to outlive the run."""
-    from vllm.v1.engine.core_client import InprocClient
-
-    assert isinstance(vllm_engine.llm.llm_engine.engine_core, InprocClient)
-
-
 def test_vllm_sampling_is_seeded(vllm_engine, prompt):
     sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=24)
     first = vllm_engine.generate([prompt] * 3, sampling, seeds=[1, 2, 3])

