@@ -25,7 +25,7 @@ TEMPLATE = "Let's read the following passage and {instruction}.\n\nPassage:\n{ti
 INSTRUCTION = "produce a list of implications derived directly or indirectly from the content"
 
 
-VLLM_MODES = {"default": False, "in_process": True, "multiprocess": False}
+VLLM_MODES = {"multiprocess": False, "in_process": True}  # engine.in_process
 
 
 def timed(engine, prompts: list[str], sampling: Sampling) -> tuple[dict, list[str]]:
@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--hf-batch-size", type=int, default=16)
-    parser.add_argument("--vllm-modes", default="default", help=f"comma-separated, of {list(VLLM_MODES)}")
+    parser.add_argument(
+        "--vllm-modes", default="multiprocess", help=f"comma-separated, of {list(VLLM_MODES)}"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--out", default="outputs/bench_sampling.json")

@@ -53,7 +53,8 @@ def building_engine(in_process: bool) -> Iterator[None]:
     import numpy as np
     import torch
 
-    name, previous = "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    name = "VLLM_ENABLE_V1_MULTIPROCESSING"
+    previous = os.environ.get(name)
     set_num_threads = torch.set_num_threads
     rng_states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     os.environ[name] = "0" if in_process else "1"
