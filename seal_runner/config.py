@@ -405,6 +405,9 @@ class VLLMEngineConfig(EngineConfig):
     # The engine core and its worker in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0): on 2 CPU cores a
     # faster start and sampling, but a slower inner loop beside the live engine (RESULTS.md); off by default
     in_process: bool = False
+    # false: stop the engine after every generate call and start it again on the next (worth it only
+    # in-process on CPU, where it starts in ~7 s: the CPU demo's choice, so no live engine slows the inner loop)
+    keep_alive: bool = True
 
 
 @dataclass

