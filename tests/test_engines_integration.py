@@ -68,7 +68,7 @@ def test_vllm_sampling_is_seeded(vllm_engine, prompt):
 
 
 def test_in_process_engine_let_go_between_calls_samples_as_vllms_own_layout(
-    vllm_engine, fact_adapter, prompt
+    smollm2_path, vllm_engine, fact_adapter, prompt
 ):
     """`engine.in_process=true keep_alive=false`, the CPU demo's sampler: no engine is alive between
     calls (none to slow the inner loop), and each restart samples the seeded texts that vLLM's own
@@ -79,7 +79,7 @@ def test_in_process_engine_let_go_between_calls_samples_as_vllms_own_layout(
 
     children = psutil.Process().children(recursive=True)
     engine = VLLMEngine(
-        vllm_engine._settings["model"],
+        str(smollm2_path),
         max_model_len=1024,
         max_loras=4,
         max_lora_rank=16,
