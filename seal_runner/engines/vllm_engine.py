@@ -1,4 +1,4 @@
-"""In-process vLLM with multi-LoRA: one engine per run, every adapter of a batch in one call."""
+"""vLLM's offline `LLM` with multi-LoRA: one engine per policy, every adapter of a batch in one call."""
 
 from __future__ import annotations
 
