@@ -51,6 +51,18 @@ def test_one_round_end_to_end_and_resume(tiny_model_dir, tmp_path):
     extra = ("restem.heldout_samples=2", "restem.heldout_passage=true")
     proc = run_restem(tiny_model_dir, run_dir, *extra)
     assert "held-out accuracy (%) per policy" in proc.stdout and "round_1_vs_round_0" in proc.stdout
+    # a header per step on the console, in the loop's order, naming which round's policy is evaluated
+    headers = [
+        "round 0: held-out evaluation of the starting policy (2 contexts)",
+        "round 0: sampling and scoring self-edits on 2 training contexts (reward: inner)",
+        "round 0: 2 of 4 candidates kept (best_of_k)",
+        "round 0: policy SFT on the 2 kept pairs",
+        "round 1: held-out evaluation of the policy after round 1 (2 contexts)",
+        "held-out accuracy (%) per policy",
+    ]
+    console = proc.stderr + proc.stdout
+    assert all(h in console for h in headers), console[-3000:]
+    assert [console.index(h) for h in headers] == sorted(console.index(h) for h in headers)
 
     round_dir = run_dir / "round_0"
     rewards = json.loads((round_dir / "rewards.json").read_text())

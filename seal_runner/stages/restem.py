@@ -81,9 +81,16 @@ def improve(
     cfg = ctx.cfg
     out = ctx.run_dir / f"round_{r}"
     contexts = domain.training_contexts(r)
+    log.info(
+        "round %d: sampling and scoring self-edits on %d training contexts (reward: %s)",
+        r,
+        len(contexts),
+        cfg.restem.reward,
+    )
     candidates, reward_seconds, edits = scored_round(domain, engines, learner, contexts, out)
     engines.close()
     chosen = select(candidates, cfg.restem.selection, cfg.restem.threshold)
+    log.info("round %d: %d of %d candidates kept (%s)", r, len(chosen), len(candidates), cfg.restem.selection)
     write_json(out / "sft.json", chosen)
     ctx.tracker.table(
         f"round_{r}/self_edits",
@@ -107,6 +114,7 @@ def improve(
     if not chosen:
         log.warning("round %d: no self-edit selected; the policy is unchanged", r)
         return policy
+    log.info("round %d: policy SFT on the %d kept pairs, merged into %s", r, len(chosen), out / "policy")
     from seal_runner.outer import train_sft
 
     stats = train_sft(
@@ -132,6 +140,7 @@ def run(cfg: DictConfig) -> dict:
         round_start = time.perf_counter()
         learner = round_learner(ctx, policy)
         engines = writer_and_learner(ctx, policy, learner)
+        log.info("round %d: held-out evaluation of %s (%d contexts)", r, policy_name(r), len(heldout))
         evaluation = domain.evaluate(engines, learner, heldout, ctx.run_dir / "eval" / f"round_{r}")
         record = {
             "round": r,
@@ -172,6 +181,11 @@ def run(cfg: DictConfig) -> dict:
     ctx.tracker.finish()
     print(domain.format_table(summary))
     return summary
+
+
+def policy_name(r: int) -> str:
+    """How the console names round r's policy: the table's rows are `start`, `round 1`, ..."""
+    return "the starting policy" if r == 0 else f"the policy after round {r}"
 
 
 def round_metrics(domain: Domain, record: dict) -> dict:
