@@ -18,6 +18,8 @@ TINY = [
     "experiment=demo/table2_cpu",
     "domain.n_articles=2",
     "sampling.max_tokens=64",
+    "domain.drop_cut_line=false",  # at 64 tokens SmolLM2's header plus one cut line: keep the line
+    "domain.qa_max_tokens=16",
     "lora.epochs=2",
     "logger.mode=offline",
 ]
@@ -48,6 +50,9 @@ def test_table2_demo_on_two_passages(tmp_path):
         json.loads(line) for line in (run_dir / "self_edits" / "selfedit.jsonl").read_text().splitlines()
     ]
     assert len(edits) == 2 and all(e["prompt"] and "sequences" in e for e in edits)
+    assert any(e["text"] and len(e["sequences"]) > 1 for e in edits), (
+        edits
+    )  # a self-edit, not the passage alone
     results = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert {r["condition"] for r in results} == {"base", "passage", "selfedit"}
     summary = json.loads((run_dir / "summary.json").read_text())
