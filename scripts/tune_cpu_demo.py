@@ -72,7 +72,8 @@ def main() -> None:
     )
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
     first: dict[str, dict[int, float]] | None = None  # per kind, per article: the first setting's accuracy
-    for setting in args.grid.split(","):
+    settings = args.grid.split(",")
+    for setting in settings:
         lr, epochs = float(setting.split(":")[0]), int(setting.split(":")[1])
         cfg = LoraConfig(
             rank=args.rank,
@@ -115,7 +116,7 @@ def main() -> None:
             first = per_article
         else:
             shown += [
-                f"{kind} vs {args.grid.split(',')[0]} {paired_difference(per_article[kind], first[kind]).describe()}"
+                f"{kind} vs {settings[0]} {paired_difference(per_article[kind], first[kind]).describe()}"
                 for kind in kinds
             ]
         print(

@@ -134,9 +134,9 @@ def share() -> Path | None:
     apply(path)
     if hydra.verbose is not True:
         hide_load_bars()
-    libraries = config.get("handlers", {}).get("libraries", {}).get("filename")
-    if libraries and hydra.verbose is not True:
-        os.environ[STDERR_ENV] = str(libraries)
+        libraries = config.get("handlers", {}).get("libraries", {}).get("filename")
+        if libraries:
+            os.environ[STDERR_ENV] = str(libraries)
     return path
 
 

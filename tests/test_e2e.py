@@ -53,9 +53,8 @@ def test_table2_demo_on_two_passages(tmp_path):
         json.loads(line) for line in (run_dir / "self_edits" / "selfedit.jsonl").read_text().splitlines()
     ]
     assert len(edits) == 2 and all(e["prompt"] and "sequences" in e for e in edits)
-    assert any(e["text"] and len(e["sequences"]) > 1 for e in edits), (
-        edits
-    )  # a self-edit, not the passage alone
+    # a self-edit, not the passage alone
+    assert any(e["text"] and len(e["sequences"]) > 1 for e in edits), edits
     results = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert {r["condition"] for r in results} == {"base", "passage", "selfedit"}
     summary = json.loads((run_dir / "summary.json").read_text())
